@@ -1,0 +1,1 @@
+"""The CI bot: command line, patch series in, summaries out."""

@@ -1,0 +1,1 @@
+"""The emulated kernel: interpreter, Unicorn machine, KASAN shadow, maps, helpers, importers."""
