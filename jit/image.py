@@ -26,6 +26,11 @@ class Target:
     kasan: str = "off"
     # Address of the tail-call dispatcher stub, if the machine supports tail calls.
     tail_call_address: int | None = None
+    # Instruction budget: a u64 counter in kernel data (absolute, reachable as sign-extended disp32).
+    # Every taken backward jump and every bpf-to-bpf call subtracts the number of BPF slots it may
+    # re-execute; when it goes below zero the code jumps to `budget_exhausted_address`.
+    budget_address: int | None = None
+    budget_exhausted_address: int | None = None
 
 
 @dataclass(frozen=True)
