@@ -1,0 +1,299 @@
+"""`bpf-kasan triage`: fetch a patch series, apply it to a tree, run the selftests it touches on
+base and head, and report what changed (new / fixed / persisting KASAN findings).
+
+Source (exactly one): --mbox FILE|URL, --msgid ID [--inbox-url], --patchwork-series N
+--patchwork-url URL, or --pr OWNER/REPO#N. --tree is a git repository, a `git bundle`, or a plain
+directory (made into a scratch repository); --base defaults to the series' `base-commit:` when the
+tree has it, else HEAD. Exit status: 0 pass, 1 when the series does not apply or brings a new
+finding, 2 for bad input. Reads no GitHub token: this half runs untrusted programs.
+
+Owns the orchestration (`triage_series`) and the thin adapter to `checks.runner` (`run_selected`),
+which runs the selected tests of one tree in-process. Heavy imports happen inside functions.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jit.errors import BpfKasanError
+
+FORMATS = ("markdown", "text", "json")
+ENGINE_MODULES = ("checks.jit_engine",)      # importing these registers their engines
+ENGINE_PREFERENCE = ("jit", "interp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mbox", metavar="FILE|URL", help="the series as an mbox (gzip accepted)")
+    source.add_argument("--msgid", metavar="ID", help="a Message-ID of the thread on a public-inbox")
+    source.add_argument("--patchwork-series", type=_positive, metavar="N", help="a patchwork series id")
+    source.add_argument("--pr", metavar="OWNER/REPO#N", help="a GitHub pull request (read anonymously)")
+    parser.add_argument("--inbox-url", default="https://lore.kernel.org", metavar="URL",
+                        help="public-inbox for --msgid (default: %(default)s)")
+    parser.add_argument("--patchwork-url", metavar="URL", help="patchwork server (--patchwork-series, --post-patchwork)")
+    parser.add_argument("--tree", required=True, metavar="DIR|BUNDLE",
+                        help="kernel tree: a git repository, a git bundle, or a plain directory")
+    parser.add_argument("--base", metavar="REV", help="base revision (default: base-commit: of the series, else HEAD)")
+    parser.add_argument("--tests", action="append", metavar="GLOB",
+                        help="test files to consider (repeatable; default: the config's, else "
+                             "tools/testing/selftests/bpf/progs/*.c and **/verifier_*.c)")
+    parser.add_argument("--config", metavar="FILE", help="bot config (default: .github/bpf-kasan.yml if present)")
+    parser.add_argument("--all-in-file", action="store_true", help="run every test of a touched file")
+    parser.add_argument("--explore", type=_non_negative, metavar="N",
+                        help="input variants per test (default: the config's); tests moved from "
+                             "__failure to __success get more")
+    parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default: json)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the output here instead of stdout")
+    parser.add_argument("--json-output", metavar="FILE", help="also write the triage JSON (the artifact) here")
+    parser.add_argument("--reply", metavar="FILE", help="write a mail reply to the series (In-Reply-To the cover)")
+    parser.add_argument("--post-patchwork", action="store_true",
+                        help="post a check to every patch on --patchwork-url (token in PATCHWORK_TOKEN)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def main(args: argparse.Namespace) -> int:
+    from bot.config import load_config
+    from bot.series import parse_series
+
+    config = load_config(args.config)
+    fetched = _fetch(args)
+    parsed = parse_series(fetched.data, fetched.source, fetched.url)
+    if fetched.subject:
+        parsed = dataclasses.replace(parsed, series=dataclasses.replace(parsed.series, subject=fetched.subject))
+    globs = tuple(args.tests) if args.tests else _globs(config)
+    explore = config.explore if args.explore is None else args.explore
+    triage = triage_series(parsed, args.tree, base=args.base, globs=globs, all_in_file=args.all_in_file,
+                           explore=explore)
+    _emit(args, triage)
+    if args.post_patchwork:
+        _post_patchwork(args, triage, config)
+    return 0 if triage.verdict == "pass" else 1
+
+
+def _fetch(args):
+    from bot import fetch
+    from bot.errors import BotError
+
+    if args.mbox:
+        return fetch.load_mbox(args.mbox)
+    if args.msgid:
+        return fetch.lore_mbox(args.msgid, args.inbox_url)
+    if args.patchwork_series:
+        if not args.patchwork_url:
+            raise BotError("--patchwork-series needs --patchwork-url", file="--patchwork-series")
+        return fetch.patchwork_mbox(args.patchwork_series, args.patchwork_url)
+    return fetch.pr_mbox(args.pr)
+
+
+def _globs(config) -> tuple[str, ...]:
+    from bot.selection import DEFAULT_GLOBS
+    return config.tests if config.source != "<defaults>" else DEFAULT_GLOBS
+
+
+def _emit(args, triage) -> None:
+    text = _render(triage, args.format)
+    if args.json_output:
+        _write(args.json_output, triage.to_json())
+    if args.reply:
+        _write(args.reply, _reply(triage))
+    if args.output:
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def _render(triage, fmt: str) -> str:
+    if fmt == "json":
+        return triage.to_json()
+    try:
+        from bot.summary import render
+    except ModuleNotFoundError as e:
+        if e.name != "bot.summary":
+            raise
+        return triage.to_json()                    # summaries not built yet: the JSON is the summary
+    return render(triage, fmt)
+
+
+def _reply(triage) -> str:
+    from bot.errors import BotError
+    try:
+        from bot.mail import render_reply
+    except ModuleNotFoundError as e:
+        if e.name != "bot.mail":
+            raise
+        raise BotError("mail replies are not available yet (bot/mail.py)", file="--reply") from None
+    return render_reply(triage)
+
+
+def _post_patchwork(args, triage, config) -> None:
+    import os
+
+    from bot.errors import BotError
+    from bot.patchwork_outlet import (Check, PatchworkClient, context_slug, fit_target_url, post_checks,
+                                      state_for)
+
+    if not args.patchwork_url:
+        raise BotError("--post-patchwork needs --patchwork-url", file="--post-patchwork")
+    client = PatchworkClient(args.patchwork_url, os.environ.get("PATCHWORK_TOKEN"))
+    summary = triage.summary()
+    description = (triage.apply.text if not triage.apply.applied else
+                   f"{summary['new']} new, {summary['fixed']} fixed, {summary['persisting']} persisting KASAN findings")
+    check = Check(state_for(config.conclusion(triage)), context_slug("bpf-kasan"), description[:200],
+                  fit_target_url(triage.series.url))
+    post_checks(client, client.patch_ids(triage.series), check)
+
+
+def _write(path: str, text: str) -> None:
+    from bot.errors import BotError
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise BotError(f"cannot write: {e.strerror}", file=path) from None
+
+
+# --- the pipeline: apply, select, run base and head, compare ---
+
+def triage_series(parsed, tree: str | Path, *, base: str | None, globs, all_in_file: bool, explore: int):
+    """The `Triage` of a parsed series on `tree`; the worktrees are gone when this returns."""
+    from bot.apply import applied_trees, repository, resolve_base
+    from bot.triage_model import Triage
+
+    with repository(tree) as repo:
+        base_rev = resolve_base(repo, base, parsed.series.base_commit)
+        with applied_trees(repo, base_rev, parsed.as_mbox(), len(parsed.patches)) as trees:
+            if not trees.outcome.applied:
+                return Triage(parsed.series, trees.outcome, base_rev=base_rev,
+                              notes=("not tested: the series does not apply",))
+            return _compare_trees(parsed.series, trees, globs, all_in_file, explore)
+
+
+def _compare_trees(series, trees, globs, all_in_file: bool, explore: int):
+    from bot.compare import compare_findings, compare_tests, findings_of, harder, is_moved
+    from bot.selection import functions_in, select_tests
+    from bot.triage_model import Triage
+
+    selection = select_tests(trees.head_dir, trees.base_rev, trees.head_rev, globs, all_in_file)
+    outcome = dict(series=series, apply=trees.outcome, base_rev=trees.base_rev, head_rev=trees.head_rev)
+    if not selection.tests:
+        return Triage(**outcome, notes=(_nothing_selected(selection),))
+    base_tests = [t for rel in selection.files for t in functions_in(trees.base_dir / rel, rel)]
+    base_expect = {(t.file, t.name): t.expect for t in base_tests}
+    moved = [t for t in selection.tests if is_moved(t, base_expect)]
+    usual = [t for t in selection.tests if t not in moved]
+    head = run_selected(trees.head_dir, usual, explore=explore)
+    head.absorb(run_selected(trees.head_dir, moved, explore=harder(explore)))
+    wanted = {(t.file, t.name) for t in selection.tests}
+    base_run = run_selected(trees.base_dir, [t for t in base_tests if (t.file, t.name) in wanted], explore=explore)
+    findings = compare_findings(findings_of(base_run.results, "base results"), findings_of(head.results, "head results"))
+    tests = compare_tests(selection.tests, base_tests, base_run.results, head.results, head.variants)
+    notes = tuple(dict.fromkeys(head.notes + base_run.notes))
+    return Triage(**outcome, tests=tests, findings=findings, notes=notes)
+
+
+def _nothing_selected(selection) -> str:
+    if selection.files:
+        return f"no test function changed in {len(selection.files)} touched selftest file(s); try --all-in-file"
+    return "no selftest touched by this series"
+
+
+@dataclass
+class TreeRun:
+    """The runner's results for one tree (checks.results schema) and what the adapter noticed."""
+    results: dict = field(default_factory=lambda: {"tests": [], "findings": [], "summary": {}})
+    variants: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    def absorb(self, other: "TreeRun") -> None:
+        for key in ("tests", "findings"):
+            self.results[key].extend(other.results[key])
+        self.variants.update(other.variants)
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+
+
+def run_selected(tree: Path, tests, *, explore: int) -> TreeRun:
+    """Run each file holding a selected test through `checks.runner`; keep the selected rows."""
+    run = TreeRun()
+    if not tests:
+        return run
+    runner, engine = _runner_and_engine()
+    explores = "explore" in inspect.signature(runner.run_tests).parameters
+    if not explores and explore > 1:
+        run.notes.append(f"the runner explores no input variants yet: --explore {explore} was not applied")
+    for rel in dict.fromkeys(t.file for t in tests):
+        options = {"explore": explore} if explores else {}
+        try:
+            results = list(runner.run_tests([str(tree / rel)], engine=engine, **options))
+        except BpfKasanError as e:
+            raise e.located(file=rel) if e.file is None else _relocated(e, tree, rel)
+        _keep(run, tree, rel, [t for t in tests if t.file == rel], results, explore if explores else 1)
+    return run
+
+
+def _relocated(error, tree: Path, rel: str):
+    """Name the file as the series does, not by the scratch worktree path that is about to vanish."""
+    if error.file == str(tree / rel):
+        error.file = rel
+    return error
+
+
+def _runner_and_engine():
+    from bot.errors import BotError
+    try:
+        runner = importlib.import_module("checks.runner")
+    except ModuleNotFoundError as e:
+        raise BotError(f"cannot run tests: {e.name} is not installed") from None
+    for name in ENGINE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue                                  # that engine is not built yet
+    name = next((n for n in ENGINE_PREFERENCE if n in runner.ENGINES), None)
+    if name is None:
+        raise BotError("cannot run tests: the runner has no engine")
+    return runner, runner.make_engine(name)
+
+
+def _keep(run: TreeRun, tree: Path, rel: str, selected, results, variants: int) -> None:
+    names = {t.name: t for t in selected} | {t.description: t for t in selected if t.description}
+    for result in results:
+        test = names.get(result.name)
+        if test is None:
+            continue
+        run.results["tests"].append(result.to_dict() | {"file": rel, "name": test.name})
+        run.results["findings"].extend(_relative(f, tree) for f in _finding_records(result))
+        run.variants[(rel, test.name)] = variants
+
+
+def _finding_records(result) -> list[dict]:
+    """The finding dicts a result carries (`extra["finding_records"]`; see the report to the runner)."""
+    records = result.extra.get("finding_records", []) if isinstance(result.extra, dict) else []
+    return [r for r in records if isinstance(r, dict)]
+
+
+def _relative(record: dict, tree: Path) -> dict:
+    """Worktree paths differ between base and head; reports name files relative to the tree."""
+    path = record.get("file")
+    if isinstance(path, str) and Path(path).is_absolute():
+        try:
+            return record | {"file": Path(path).relative_to(tree).as_posix()}
+        except ValueError:
+            pass
+    return record

@@ -1,0 +1,4 @@
+"""placeholder, replaced below."""
+
+def load_cases(path):
+    raise NotImplementedError

@@ -1,0 +1,149 @@
+"""C lexing for the selftest importer: text → tokens with line numbers, and string-literal values.
+
+Comments disappear, `\\`-newline continuations are whitespace, and each preprocessor directive
+comes out as one `Directive` (its own tokens inside). A lexical error does not stop the file: it
+becomes a `bad` token, so only the declaration that contains it fails to import.
+
+Owns: tokens and literal decoding. Must not import unicorn, github, or other checks/ modules.
+"""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class Tok(NamedTuple):
+    kind: str      # "id", "num", "str", "chr", "op", or "bad" (text is then the error message)
+    text: str
+    line: int
+
+
+class Directive(NamedTuple):
+    """`#name rest`: `raw` is the text after the name (continuations joined), `toks` its tokens."""
+    name: str
+    raw: str
+    toks: list
+    line: int
+
+
+_TOKEN = re.compile(r"""
+ (?P<ws>(?:[ \t\r\f\v]|\\\r?\n)+)
+|(?P<nl>\n)
+|(?P<comment>/\*.*?\*/|//[^\n]*)
+|(?P<str>(?:u8|[uUL])?"(?:[^"\\\n]|\\[\s\S])*")
+|(?P<chr>[uUL]?'(?:[^'\\\n]|\\.)+')
+|(?P<num>\.?[0-9](?:[eEpP][+-]|[\w.])*)
+|(?P<id>[A-Za-z_$][\w$]*)
+|(?P<op>\.\.\.|<<=|>>=|->|\+\+|--|<<|>>|<=|>=|==|!=|&&|\|\||\#\#|[-+*/%&|^]=|[-+*/%&|^~!<>=?:;,.(){}\[\]\#@])
+|(?P<bad>/\*|["'][^\n]*|.)
+""", re.X | re.S)
+
+# The rest of a directive line: anything up to a newline that is not escaped by a backslash.
+_DIRECTIVE_BODY = re.compile(r"(?:[^\n\\]|\\[\s\S])*")
+_DIRECTIVE_NAME = re.compile(r"[ \t]*(\w*)")
+
+
+def tokenize(text: str, *, first_line: int = 1) -> list:
+    """All tokens and directives of `text`, in order."""
+    out: list = []
+    line = first_line
+    bol = True              # nothing but whitespace since the last newline: a '#' starts a directive
+    pos, end = 0, len(text)
+    match = _TOKEN.match
+    while pos < end:
+        m = match(text, pos)
+        kind = m.lastgroup
+        tok = m.group()
+        if kind == "op" and tok == "#" and bol:
+            body = _DIRECTIVE_BODY.match(text, m.end())
+            out.append(_directive(body.group(), line))
+            line += body.group().count("\n")
+            pos = body.end()
+            continue
+        if kind == "nl":
+            line += 1
+            bol = True
+        elif kind in ("ws", "comment"):
+            line += tok.count("\n")
+        elif kind == "bad":
+            out.append(Tok("bad", _bad_message(tok), line))
+            bol = False
+        else:
+            out.append(Tok(kind, tok, line))
+            line += tok.count("\n")       # only string literals with continuations span lines
+            bol = False
+        pos = m.end()
+    return out
+
+
+def _directive(body: str, line: int) -> Directive:
+    name = _DIRECTIVE_NAME.match(body)
+    rest = body[name.end():]
+    rest = rest.replace("\\\n", "")        # line splicing: continuation lines join
+    return Directive(name.group(1), rest.strip(), tokenize(rest, first_line=line), line)
+
+
+def _bad_message(text: str) -> str:
+    if text.startswith("/*"):
+        return "unterminated comment"
+    if text[0] in "\"'":
+        return "unterminated string literal" if text[0] == '"' else "unterminated character literal"
+    return f"stray character {text[0]!r}"
+
+
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]+)|(\r?\n)|(.))", re.S)
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "a": "\a", "b": "\b", "f": "\f",
+                   "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?", "e": "\x1b"}
+
+
+def _unescape(m: re.Match) -> str:
+    octal, hexa, splice, char = m.groups()
+    if octal:
+        return chr(int(octal, 8))
+    if hexa:
+        return chr(int(hexa, 16) & 0xFF)
+    if splice:
+        return ""
+    return _SIMPLE_ESCAPES.get(char, char)
+
+
+def _body(tok: Tok) -> str:
+    return tok.text[tok.text.index('"') + 1:-1]
+
+
+def string_value(tok: Tok) -> str:
+    """The characters a string literal stands for."""
+    return _ESCAPE.sub(_unescape, _body(tok))
+
+
+def string_pieces(tok: Tok) -> list[tuple[str, int]]:
+    """A string literal's value as (text, source line) pieces, split where a `\\`-newline
+    continues it on the next line: lets an asm template keep the line of every statement."""
+    pieces = []
+    for i, raw in enumerate(re.split(r"\\\r?\n", _body(tok))):
+        pieces.append((_ESCAPE.sub(_unescape, raw), tok.line + i))
+    return pieces
+
+
+def char_value(tok: Tok) -> int:
+    """The int value of a character constant ('a', '\\n', '\\x41')."""
+    body = tok.text[tok.text.index("'") + 1:-1]
+    value = _ESCAPE.sub(_unescape, body)
+    return ord(value[0]) if len(value) == 1 else int.from_bytes(value.encode("latin-1"), "big")
+
+
+def spell(toks) -> str:
+    """Tokens back to text, one space apart where C needs one (for messages and `#` stringizing)."""
+    out = []
+    prev = None
+    for t in toks:
+        if prev is not None and _needs_space(prev, t):
+            out.append(" ")
+        out.append(t.text)
+        prev = t
+    return "".join(out)
+
+
+def _needs_space(a: Tok, b: Tok) -> bool:
+    word = ("id", "num", "str", "chr")
+    return (a.kind in word and b.kind in word) or a.text == ","
