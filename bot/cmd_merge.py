@@ -23,7 +23,8 @@ def main(args: argparse.Namespace) -> int:
     merged = merge([load_shard(path) for path in args.shards])
     text = json.dumps(merged, indent=2) + "\n"
     if args.output:
-        _write(args.output, text)
+        from bot.cmd_triage import write_output
+        write_output(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -90,11 +91,3 @@ def summarise(tests: list[dict], findings: list[dict]) -> dict:
 
     from checks.results import Summary
     return Summary.of([SimpleNamespace(status=t["status"]) for t in tests], findings).to_dict()
-
-
-def _write(path: str, text: str) -> None:
-    from bot.errors import BotError
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise BotError(f"cannot write: {e.strerror}", file=path) from None

@@ -18,7 +18,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", help="triage JSON written by `bpf-kasan triage` or `bpf-kasan merge`")
+    parser.add_argument("results", help="triage JSON (`bpf-kasan triage --json-output`); untrusted, validated first")
     gh = parser.add_argument_group("GitHub")
     gh.add_argument("--repo", metavar="OWNER/REPO", help="post the sticky comment and check run here")
     gh.add_argument("--pr", type=int, metavar="N", help="pull request number (checked against --sha)")

@@ -36,7 +36,8 @@ def _line(result) -> str:
         matched = {True: "message matches", False: "message differs"}.get(result.error_match, "")
         text += f" (refused as expected{'; ' + matched if matched else ''})"
     elif result.reason:
-        text += f": {result.reason}"
+        first, _, rest = result.reason.strip().partition("\n")
+        text += f": {first}" + (" [more in --json]" if rest else "")    # one line per test
     return text
 
 

@@ -4,8 +4,9 @@ base and head, and report what changed (new / fixed / persisting KASAN findings)
 Source (exactly one): --mbox FILE|URL, --msgid ID [--inbox-url], --patchwork-series N
 --patchwork-url URL, or --pr OWNER/REPO#N. --tree is a git repository, a `git bundle`, or a plain
 directory (made into a scratch repository); --base defaults to the series' `base-commit:` when the
-tree has it, else HEAD. Exit status: 0 pass, 1 when the series does not apply or brings a new
-finding, 2 for bad input. Reads no GitHub token: this half runs untrusted programs.
+tree has it, else HEAD. Exit status: 1 when the config's verdict is failure (by default: the
+series does not apply, or brings a new finding not on the ignore list), 0 otherwise, 2 for bad
+input. Reads no GitHub token: this half runs untrusted programs.
 
 Owns the orchestration (`triage_series`) and the thin adapter to `checks.runner` (`run_selected`),
 which runs the selected tests of one tree in-process. Heavy imports happen inside functions.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib
 import inspect
 import sys
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mbox", metavar="FILE|URL", help="the series as an mbox (gzip accepted)")
     source.add_argument("--msgid", metavar="ID", help="a Message-ID of the thread on a public-inbox")
-    source.add_argument("--patchwork-series", type=_positive, metavar="N", help="a patchwork series id")
+    source.add_argument("--patchwork-series", type=_at_least(1), metavar="N", help="a patchwork series id")
     source.add_argument("--pr", metavar="OWNER/REPO#N", help="a GitHub pull request (read anonymously)")
     parser.add_argument("--inbox-url", default="https://lore.kernel.org", metavar="URL",
                         help="public-inbox for --msgid (default: %(default)s)")
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tools/testing/selftests/bpf/progs/*.c and **/verifier_*.c)")
     parser.add_argument("--config", metavar="FILE", help="bot config (default: .github/bpf-kasan.yml if present)")
     parser.add_argument("--all-in-file", action="store_true", help="run every test of a touched file")
-    parser.add_argument("--explore", type=_non_negative, metavar="N",
+    parser.add_argument("--explore", type=_at_least(0), metavar="N",
                         help="input variants per test (default: the config's); tests moved from "
                              "__failure to __success get more")
     parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default: json)")
@@ -55,18 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="post a check to every patch on --patchwork-url (token in PATCHWORK_TOKEN)")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
+def _at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`."""
+    def integer(text: str) -> int:
+        value = int(text)                 # a ValueError becomes argparse's "invalid integer value"
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text}")
+        return value
+    return integer
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,10 +80,12 @@ def main(args: argparse.Namespace) -> int:
     explore = config.explore if args.explore is None else args.explore
     triage = triage_series(parsed, args.tree, base=args.base, globs=globs, all_in_file=args.all_in_file,
                            explore=explore)
-    _emit(args, triage)
+    # The artifact keeps every finding; the ignore list only shapes what people read and the verdict.
+    waived, waivers = config.waive(triage, datetime.date.today())
+    _emit(args, triage, waived, waivers)
     if args.post_patchwork:
-        _post_patchwork(args, triage, config)
-    return 0 if triage.verdict == "pass" else 1
+        _post_patchwork(args, waived, config)
+    return 1 if config.conclusion(waived) == "failure" else 0
 
 
 def _fetch(args):
@@ -108,39 +108,31 @@ def _globs(config) -> tuple[str, ...]:
     return config.tests if config.source != "<defaults>" else DEFAULT_GLOBS
 
 
-def _emit(args, triage) -> None:
-    text = _render(triage, args.format)
+def _emit(args, triage, waived, waivers) -> None:
+    from bot.summary import render
+
+    text = triage.to_json() if args.format == "json" else render(waived, args.format, waivers=waivers)
     if args.json_output:
-        _write(args.json_output, triage.to_json())
+        write_output(args.json_output, triage.to_json())
     if args.reply:
-        _write(args.reply, _reply(triage))
+        write_output(args.reply, _reply(waived, waivers))
     if args.output:
-        _write(args.output, text)
+        write_output(args.output, text)
     else:
         sys.stdout.write(text)
 
 
-def _render(triage, fmt: str) -> str:
-    if fmt == "json":
-        return triage.to_json()
-    try:
-        from bot.summary import render
-    except ModuleNotFoundError as e:
-        if e.name != "bot.summary":
-            raise
-        return triage.to_json()                    # summaries not built yet: the JSON is the summary
-    return render(triage, fmt)
-
-
-def _reply(triage) -> str:
+def _reply(waived, waivers) -> bytes:
+    """An RFC 2822 reply to the series (the out-half's `bot.mail`), its body the text summary."""
     from bot.errors import BotError
+    from bot.summary import render
     try:
-        from bot.mail import render_reply
+        from bot.mail import reply_message
     except ModuleNotFoundError as e:
         if e.name != "bot.mail":
             raise
         raise BotError("mail replies are not available yet (bot/mail.py)", file="--reply") from None
-    return render_reply(triage)
+    return reply_message(waived.series, render(waived, "text", waivers=waivers)).as_bytes()
 
 
 def _post_patchwork(args, triage, config) -> None:
@@ -161,10 +153,13 @@ def _post_patchwork(args, triage, config) -> None:
     post_checks(client, client.patch_ids(triage.series), check)
 
 
-def _write(path: str, text: str) -> None:
+def write_output(path: str, content: str | bytes) -> None:
     from bot.errors import BotError
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        if isinstance(content, bytes):
+            Path(path).write_bytes(content)
+        else:
+            Path(path).write_text(content, encoding="utf-8")
     except OSError as e:
         raise BotError(f"cannot write: {e.strerror}", file=path) from None
 

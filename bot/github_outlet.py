@@ -68,7 +68,7 @@ def get_repo(gh: Github, full_name: str) -> Repository:
     if full_name.count("/") != 1 or not all(full_name.split("/")):
         raise BotError(f"--repo must be OWNER/REPO, got {full_name!r}")
     with github_errors(f"repository {full_name}"):
-        return gh.get_repo(full_name, lazy=True)
+        return gh.get_repo(full_name)            # lazy: no request until used
 
 
 def resolve_pull(repo: Repository, number: int | None, head_sha: str | None) -> PullRequest:
@@ -80,7 +80,7 @@ def resolve_pull(repo: Repository, number: int | None, head_sha: str | None) -> 
     with github_errors(f"pull request #{number}" if number else f"open pull requests for {head_sha}"):
         if number is not None:
             pull = repo.get_pull(number)
-            if head_sha and pull.head.sha != head_sha:
+            if pull.head.sha != head_sha and head_sha:      # reading head also fetches the lazy PR
                 raise BotError(f"pull request #{number} has head {pull.head.sha}, not {head_sha}: "
                                "the results are for another commit")
             return pull
@@ -96,7 +96,8 @@ def find_sticky_comment(pull: PullRequest, bot_login: str) -> IssueComment | Non
     """Our comment: it starts with the marker AND was written by us (anyone can paste a marker)."""
     with github_errors(f"comments of #{pull.number}"):
         for comment in pull.get_issue_comments():
-            if comment.user.login == bot_login and comment.body.startswith(STICKY_MARKER):
+            author = comment.user.login if comment.user else None     # None: a deleted account
+            if author == bot_login and (comment.body or "").startswith(STICKY_MARKER):
                 return comment
     return None
 

@@ -5,19 +5,20 @@ Function extents come from the selftest importer (`checks.kselftest`) when it of
 numbers, else from a small scan for `SEC("...")` heads: a test runs from its SEC line to the first
 `}` in column 0 after its function head. `all_in_file` selects every test of a touched file.
 
-Imports the stdlib, `bot.apply` (for git) and `bot.errors`; never github or the network.
+Imports the stdlib, `bot.apply` (for git), `checks.kselftest` (lazily); never github or the network.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.apply import git
+from jit.errors import BpfKasanError
 
 DEFAULT_GLOBS = ("tools/testing/selftests/bpf/progs/*.c", "**/verifier_*.c")
 
-_SEC = re.compile(r'^\s*SEC\("([^"]*)"\)')
+_SEC = re.compile(r'^\s*SEC\(\s*"')
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"')
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(\s*(\w*)")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", re.M)
@@ -101,13 +102,39 @@ def functions_in(path: Path, rel: str) -> list[TestFunction]:
             i = test.end
         else:
             i += 1
-    return found
+    cases = _imported_cases(path)
+    return found if cases is None else _as_imported(found, cases)
+
+
+def _imported_cases(path: Path) -> dict | None:
+    """name → case from the selftest importer; None when it is not available or refuses the file."""
+    try:
+        from checks.kselftest import load_cases
+        return {c.name: c for c in load_cases(str(path))}
+    except (ImportError, NotImplementedError, BpfKasanError):
+        return None                       # the scan alone still selects tests
+
+
+def _as_imported(found: list[TestFunction], cases: dict) -> list[TestFunction]:
+    """The importer knows which programs are tests (not `__auxiliary`) and what they expect."""
+    out = []
+    for t in found:
+        case = cases.get(t.name)
+        if case is None or case.auxiliary:
+            continue
+        line = case.line if t.start <= case.line <= t.end else t.line
+        out.append(replace(t, line=line, expect=case.expect, description=case.description))
+    return out
 
 
 def _scan_test(lines: list[str], sec: int, rel: str) -> TestFunction | None:
     """From a SEC line: annotations, then the function head, then the body up to `}` in column 0."""
     notes = [lines[sec]]
     for j in range(sec + 1, min(sec + 200, len(lines))):
+        if lines[j].lstrip().startswith(("/*", "*", "//")):
+            continue                      # a comment between the SEC line and the function head
+        if _SEC.match(lines[j]) or _STRING.sub('""', lines[j]).split("//")[0].rstrip().endswith(";"):
+            return None                   # a variable placed in a section, e.g. SEC(".data.x") char x[4];
         name = _function_name(lines[j])
         if name is None:
             notes.append(lines[j])

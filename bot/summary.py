@@ -247,8 +247,8 @@ def md_inline(value) -> Markup:
 def html_text(value) -> Markup:
     """Untrusted text inside raw HTML (a <summary>). CommonMark leaves Markdown there alone, but
     entities for its punctuation keep links and emphasis dead on renderers that do not."""
-    text = _HTML_SPECIAL.sub(lambda m: f"&#{ord(m[0])};", one_line(str(value))).replace("&#38;", "&amp;")
-    return Markup(neutralise_mentions(text))
+    text = neutralise_mentions(one_line(str(value)))
+    return Markup(_HTML_SPECIAL.sub(lambda m: f"&#{ord(m[0])};", text).replace("&#38;", "&amp;"))
 
 
 def code_span(value) -> Markup:

@@ -109,7 +109,7 @@ class Finding:
     id: str = _f()
     test: str = _f()
     function: str = _f()
-    insn: int = _f(minimum=0)
+    insn: Optional[int] = _f(minimum=0)                # slot in its function; null when unattributed
     bug_type: str = _f(pattern=r"[a-z][a-z0-9-]{0,63}")     # slab-out-of-bounds, use-after-free, ...
     access: Literal["read", "write"] = "read"
     size: int = _f(0, minimum=0)
@@ -121,6 +121,7 @@ class Finding:
     variant: str = _f("")
     file: Optional[str] = _f(None, max_len=4096)
     line: Optional[int] = _f(None, minimum=1)
+    alt_titles: tuple[str, ...] = ()                   # e.g. "bad-access in <frame>" (syzbot's AltTitles)
 
     @property
     def location(self) -> str | None:

@@ -4,10 +4,14 @@ Both KASAN modes of the JIT end up here: outline checks call these routines for 
 inline checks only when the shadow byte is non-zero. Each routine gets rdi = the address and
 applies generic KASAN's check_region_inline for its constant size, natively:
 
-1. `addr + size` wraps past 2**64 - 1: report (no shadow read);
-2. `addr` below the kernel half (shadow.METADATA_START) has no shadow: report (wild access, no shadow read);
-3. sizes 2/4/8 crossing a granule: report if the first granule's shadow byte is non-zero;
-4. the last byte's granule: report if its shadow s is non-zero and (last & 7) >= (s8)s.
+1. `addr + size` wraps past 2**64 - 1, or `addr` is below the kernel half (shadow.METADATA_START,
+   no shadow): report without reading shadow. One unsigned compare decides both;
+2. fast path: the shadow bytes of the first and the last byte are both 0: fine;
+3. otherwise the exact rules: an access of 2/4/8 bytes crossing a granule needs the first
+   granule's shadow to be 0; the last byte's shadow s must be 0 or (last & 7) < (s8)s.
+
+The fast path keeps a clean access to two taken-or-not branches: each conditional jump ends a
+QEMU translation block, which is most of what a check costs (unicorn-perf.md).
 
 A report appends {addr, size, is_write, ret_ip = [rsp]} to the buffer of checks/kasan_records.py
 (or only bumps its count when full) and returns: the access then happens, as in the kernel.
@@ -25,16 +29,16 @@ from dataclasses import dataclass
 from checks.errors import CheckError
 from checks.kasan_records import (HEADER_SIZE, REC_ADDR, REC_IS_WRITE, REC_RET_IP, REC_SIZE,
                                   RECORD_SIZE, Records, buffer_size, read_records, reset_buffer)
-from checks.shadow import METADATA_START
+from checks.shadow import MASK64, METADATA_START
 from jit.image import KASAN_SHADOW_OFFSET
-from jit.x86 import (OP_ADD, OP_CMP, OP_TEST, REL8_JCC_LEN, Cond, Ext, Reg, emit_alu_ri,
+from jit.x86 import (OP_ADD, OP_CMP, OP_OR, OP_TEST, REL8_JCC_LEN, Cond, Ext, Reg, emit_alu_ri,
                      emit_cmp_byte_indexed_0, emit_imul_ri, emit_jcc8, emit_lea, emit_load,
                      emit_load_sx, emit_mem_ri, emit_movabs, emit_mov_rr, emit_op_rr, emit_ret,
                      emit_shift_ri, emit_store, emit_store_imm, is_imm8)
 
 SIZES = (1, 2, 4, 8)
 ALIGN = 16                         # each routine starts on a 16-byte boundary, padded with int3
-_JUMPS = {"jb": Cond.B, "jae": Cond.AE, "je": Cond.E, "jne": Cond.NE, "jl": Cond.L}
+_JUMPS = {"ja": Cond.A, "jae": Cond.AE, "je": Cond.E, "jne": Cond.NE, "jl": Cond.L}
 RAX, RCX, RDX, RSI, RDI, RSP = Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RSP
 
 
@@ -49,17 +53,40 @@ def _x(emit, *args) -> bytes:
     return bytes(out)
 
 
-def _range_checks(size: int) -> list:
-    """Steps 1-2: wrap and wild address, decided on rdi alone."""
+def _range_check(size: int) -> list:
+    """Step 1: rdi - METADATA_START must lie in [0, 2**64 - 1 - size - METADATA_START]: the
+    kernel's `addr + size < addr` already holds when the access ends exactly at 2**64."""
     return [
-        _x(emit_mov_rr, RAX, RDI, True),                     # mov rax, rdi
-        _x(emit_alu_ri, Ext.ADD, RAX, size, True),           # add rax, size  ; CF iff it wraps
-        ("jb", "report"),                                    # jc report
-        _x(emit_movabs, RAX, METADATA_START),                # movabs rax, METADATA_START
-        _x(emit_op_rr, OP_CMP, RDI, RAX, True),              # cmp rdi, rax
-        ("jb", "report"),                                    # jb report      ; no metadata
+        _x(emit_movabs, RAX, -METADATA_START & MASK64),      # movabs rax, -METADATA_START
+        _x(emit_op_rr, OP_ADD, RAX, RDI, True),              # add rax, rdi
+        _x(emit_movabs, RDX, (-size - 1 - METADATA_START) & MASK64),  # movabs rdx, last valid offset
+        _x(emit_op_rr, OP_CMP, RAX, RDX, True),              # cmp rax, rdx
+        ("ja", "report"),                                    # ja report      ; wild or wrapping
         _x(emit_movabs, RCX, KASAN_SHADOW_OFFSET),           # movabs rcx, KASAN_SHADOW_OFFSET
         _x(emit_lea, RSI, RDI, size - 1),                    # lea rsi, [rdi + size - 1] ; last byte
+    ]
+
+
+def _shadow_byte(dst: Reg, addr: Reg) -> list:
+    """dst = the shadow byte of the address in `addr`, zero-extended (rcx = shadow offset)."""
+    return [
+        _x(emit_mov_rr, dst, addr, True),                    # mov dst, addr
+        _x(emit_shift_ri, Ext.SHR, dst, 3, True),            # shr dst, 3
+        _x(emit_op_rr, OP_ADD, dst, RCX, True),              # add dst, rcx
+        _x(emit_load, dst, dst, 0, 1),                       # movzx dst, byte [dst + 0]
+    ]
+
+
+def _fast_path(size: int) -> list:
+    """Step 2: both granules whole. For one byte there is only one granule."""
+    if size == 1:
+        return _shadow_byte(RDX, RDI) + [
+            _x(emit_op_rr, OP_TEST, RDX, RDX, False),        # test edx, edx
+            ("je", "ok"),                                    # jz ok
+        ]
+    return _shadow_byte(RDX, RDI) + _shadow_byte(RAX, RSI) + [
+        _x(emit_op_rr, OP_OR, RDX, RAX, False),              # or edx, eax
+        ("je", "ok"),                                        # jz ok
     ]
 
 
@@ -81,7 +108,7 @@ def _crossing_check(size: int) -> list:
 
 
 def _last_byte_check() -> list:
-    """Step 4: the granule holding the last byte; a partial one allows its first s bytes."""
+    """Step 3, the granule holding the last byte; a partial one allows its first s bytes."""
     return [
         _x(emit_mov_rr, RAX, RSI, True),                     # mov rax, rsi
         _x(emit_shift_ri, Ext.SHR, RAX, 3, True),            # shr rax, 3
@@ -142,8 +169,8 @@ def routine_code(size: int, is_write: bool, report_buffer: int) -> bytes:
     """The machine code of one `__asan_{load,store}<size>`."""
     if size not in SIZES:
         raise CheckError(f"no __asan routine for size {size}: the JIT checks 1, 2, 4 or 8 bytes")
-    return _assemble(_range_checks(size) + _crossing_check(size) + _last_byte_check()
-                     + _report(size, is_write, report_buffer))
+    return _assemble(_range_check(size) + _fast_path(size) + _crossing_check(size)
+                     + _last_byte_check() + _report(size, is_write, report_buffer))
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ def _raw_slots(section: _Section) -> tuple[list[Insn], dict[int, SourceLine]]:
             continue
         if _HEX_BYTE_SLOT.fullmatch(code):
             values = [int.from_bytes(bytes.fromhex("".join(code.split())), "little")]
-        elif all(re.fullmatch(r"[0-9a-fA-F]{2}", t) for t in code.split()):
+        elif len(code.split()) > 1 and all(re.fullmatch(r"[0-9a-fA-F]{2}", t) for t in code.split()):
             raise CheckError(f"raw: truncated instruction: {len(code.split())} bytes, need 8",
                              file=section.file, line=number)
         else:

@@ -18,7 +18,8 @@ DIRECT_MAP_SIZE = 0x4000000
 VMALLOC = 0xFFFFC90000000000         # task stacks (VMAP_STACK: guard pages around each)
 VMALLOC_SIZE = 0x400000
 
-KASAN_SHADOW_START = 0xFFFFEC0000000000   # below this an address has no shadow: a wild access
+KASAN_SHADOW_START = 0xFFFFEC0000000000   # the shadow region itself starts here
+KASAN_METADATA_START = 0xFFFF800000000000 # memory for shadow(START); below it an access is wild
 TASK_SIZE = 0x00007FFFFFFFF000            # user space ends here (user-memory-access below it)
 
 

@@ -602,8 +602,8 @@ class Machine:
         return f"{rip:#x}"
 
     def close(self) -> None:
+        """Stop the watchdog thread; the Uc itself is freed with the machine."""
         self._watchdog.closed.set()
-        self.uc.release_handle() if hasattr(self.uc, "release_handle") else None
 
 
 def _five(args: tuple[int, ...]) -> list[int]:

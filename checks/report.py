@@ -11,7 +11,8 @@ After the closing ruler come our own `bpf-kasan:` lines, which the kernel cannot
 instruction and its source line, the x86 instruction making the access, what the object is,
 and, when the emulator is stricter than real KASAN, why the kernel would have stayed silent.
 
-Owns: the report text and the Finding record. Must not import unicorn or bot/.
+Owns: the report text and the Finding record. Must not import bot/ (unicorn arrives only
+indirectly, through checks.jit_engine.prog_tag, which is shared with the oops path).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import capstone
 
 from checks import layout
 from checks.jit_engine import prog_tag
-from checks.kasan_records import Attributed
-from checks.shadow import GRANULE, ShadowMap, classify, round_up
+from checks.asan_routine import routine_name
+from checks.kasan_records import Attributed, ReportGate, attribute
+from checks.shadow import GRANULE, MASK64, ShadowMap, classify
 from checks.slab import SlabObject
 from checks.titles import alt_title, kasan_title
 from jit import isa
@@ -156,15 +158,15 @@ def alloc_size(shadow: ShadowMap, obj: SlabObject) -> int:
 def _object_lines(shadow: ShadowMap, obj: SlabObject, addr: int, bug_type: str) -> list[str]:
     size = alloc_size(shadow, obj)
     if addr < obj.addr:
-        where, distance = "to the left of", obj.addr - addr
+        where, distance = "to the left", obj.addr - addr
     elif addr >= obj.addr + size:
-        where, distance = "to the right of", addr - (obj.addr + size)
+        where, distance = "to the right", addr - (obj.addr + size)
     else:
         where, distance = "inside", addr - obj.addr
     state = {"slab-out-of-bounds": "allocated ", "slab-use-after-free": "freed "}.get(bug_type, "")
     return [f"The buggy address belongs to the object at {obj.addr:016x}",
             f" which belongs to the cache {obj.cache} of size {obj.object_size}",
-            f"The buggy address is located {distance} bytes {where}",
+            f"The buggy address is located {distance} bytes {where} of",
             f" {state}{size}-byte region [{obj.addr:016x}, {obj.addr + size:016x})", ""]
 
 
@@ -187,7 +189,7 @@ def _place_lines(ctx: ReportContext, addr: int, obj: SlabObject | None, bug_type
 def memory_state(shadow: ShadowMap, first_bad: int) -> list[str]:
     """Five rows of 16 shadow bytes around `first_bad`; `>` and a caret mark its shadow byte."""
     lines = ["Memory state around the buggy address:"]
-    row = (first_bad & ~(ROW_MEMORY - 1)) - ROWS_AROUND * ROW_MEMORY
+    row = ((first_bad & ~(ROW_MEMORY - 1)) - ROWS_AROUND * ROW_MEMORY) & MASK64
     for _ in range(2 * ROWS_AROUND + 1):
         guilty = row <= first_bad < row + ROW_MEMORY
         values = (shadow.byte(row + GRANULE * i) for i in range(ROW_BYTES))
@@ -196,7 +198,7 @@ def memory_state(shadow: ShadowMap, first_bad: int) -> list[str]:
         if guilty:
             column = 3 + 16 + (first_bad - row) // GRANULE * 3 + 1     # 1-based, as %*c pads
             lines.append(" " * (column - 1) + "^")
-        row += ROW_MEMORY
+        row = (row + ROW_MEMORY) & MASK64          # rows past the top of memory wrap, as in C
     return lines
 
 
@@ -259,8 +261,7 @@ def build_finding(ctx: ReportContext, item: Attributed, *, test: str, variant: s
     lines = [RULER, f"BUG: KASAN: {verdict.bug_type} in {located}",
              f"{kind} of size {rec.size} at addr {rec.addr:016x} by task "
              f"{ctx.task.comm}/{ctx.task.pid}", ""]
-    asan = f"__asan_{'store' if rec.is_write else 'load'}{rec.size}"
-    lines += _dump_stack(ctx, located, asan, tainted)
+    lines += _dump_stack(ctx, located, routine_name(rec.is_write, rec.size), tainted)
     obj = ctx.find_object(rec.addr) if ctx.find_object and verdict.has_metadata else None
     if verdict.has_metadata:
         lines += [""] + _place_lines(ctx, rec.addr, obj, verdict.bug_type)
@@ -276,3 +277,12 @@ def build_finding(ctx: ReportContext, item: Attributed, *, test: str, variant: s
                    object=obj.label if obj is not None and obj.allocated else None, title=title,
                    report="\n".join(lines) + "\n", mode=MODE_STRICTER if note else MODE_FAITHFUL,
                    variant=variant, alt_titles=(alt_title(symbol),))
+
+
+def findings_of_run(ctx: ReportContext, records, gate: ReportGate, *, test: str,
+                    variant: str = "") -> list[Finding]:
+    """Every bad access of one run that the gate lets through (multishot or first-only), as
+    Findings; from the invocation's second report on, the kernel shows taint flag B."""
+    admitted = gate.admit(attribute(ctx.image, records))
+    return [build_finding(ctx, item, test=test, variant=variant, tainted=number > 0)
+            for number, item in admitted]

@@ -3,7 +3,8 @@
 Two registries, both meant to grow:
 - `ENGINES`: name -> factory of an object with `name` and
   `run(program, mem, *, helpers, insn_limit, unwind_helper) -> EngineResult`.
-  `interp` is the reference interpreter; the JIT engine registers itself with `register_engine`.
+  `interp` is the reference interpreter; the JIT engine (`checks.jit_engine`, listed in
+  `ENGINE_MODULES`) registers itself with `register_engine` when `make_engine("jit")` imports it.
 - `FILE_TYPES`: which files hold tests and how to turn one into test cases. A case has `id`, `path`,
   `name` and `run(engine, *, insn_limit) -> TestResult`. `.data` (bpf_conformance / uBPF) is built in;
   `verifier_*.c` and ELF objects plug in with `register_file_type`.
@@ -17,6 +18,7 @@ Owns: discovery, dispatch and the engine/file-type registries. Must not import u
 """
 from __future__ import annotations
 
+import importlib
 import pathlib
 import time
 from dataclasses import dataclass
@@ -58,6 +60,9 @@ class InterpEngine:
 
 
 ENGINES: dict[str, Callable[[], Engine]] = {"interp": InterpEngine}
+# Engines in modules of their own that call `register_engine` when imported; imported only when
+# asked for, because they load Unicorn.
+ENGINE_MODULES = {"jit": "checks.jit_engine"}
 
 
 def register_engine(name: str, factory: Callable[[], Engine]) -> None:
@@ -65,8 +70,11 @@ def register_engine(name: str, factory: Callable[[], Engine]) -> None:
 
 
 def make_engine(name: str) -> Engine:
+    if name not in ENGINES and name in ENGINE_MODULES:
+        importlib.import_module(ENGINE_MODULES[name])
     if name not in ENGINES:
-        raise CheckError(f"unknown engine {name!r} (known: {', '.join(sorted(ENGINES))})")
+        known = ", ".join(sorted(set(ENGINES) | set(ENGINE_MODULES)))
+        raise CheckError(f"unknown engine {name!r} (known: {known})")
     return ENGINES[name]()
 
 

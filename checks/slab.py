@@ -181,6 +181,11 @@ class Heap:
         arena (the guard pages) stays unmapped."""
         return sorted((s.base, s.size) for slabs in self._slabs.values() for s in slabs)
 
+    def guard_ranges(self) -> list[tuple[int, int]]:
+        """(address, size) of the guard pages carved so far: the one opening the arena and the
+        one after every slab. A machine that maps the whole arena should make these fault."""
+        return [(self.base, PAGE)] + [(base + size, PAGE) for base, size in self.mapped_ranges()]
+
     # -- slabs --------------------------------------------------------------------------------
 
     def _slab_at(self, addr: int) -> _Slab | None:

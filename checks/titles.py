@@ -32,8 +32,12 @@ NORMALISATION = (
          "code offsets and function lengths change with every build"),
     Rule("executor", re.compile(r"syz-executor\.?\d+"), "syz-executor",
          "fuzzer process numbers are per-VM"),
-    Rule("addresses", re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-f]{6,}(?![0-9A-Za-z])"), "ADDR",
-         "addresses and program tags (hex runs of 6+ digits) differ between runs and patches"),
+    Rule("tags", re.compile(r"\bbpf_prog_[0-9a-f]{16}(?![0-9a-f])"), "bpf_prog_ADDR",
+         "a program's tag changes with every change to its instructions"),
+    Rule("addresses", re.compile(r"(?<![0-9A-Za-z])(?:0x[0-9a-f]{6,}|(?=[a-f]*\d)[0-9a-f]{6,})"
+                                    r"(?![0-9A-Za-z])"),
+         "ADDR", "addresses (0x and 6+ hex digits, or a bare run of 6+ with a decimal digit in it, so "
+         "that words such as 'accede' stay) differ between runs"),
     Rule("ipv4", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), "IP",
          "network addresses are test inputs, not the bug"),
     Rule("file-lines", re.compile(r"(\.\w+):\d+"), r"\1:LINE",
@@ -59,7 +63,7 @@ def normalise(title: str) -> str:
     """Apply every NORMALISATION rule, drop control characters, collapse spaces, cut to 120."""
     for rule in NORMALISATION:
         title = rule.pattern.sub(rule.replacement, title)
-    title = _SPACES.sub(" ", _CONTROL.sub("", title)).strip()
+    title = _CONTROL.sub("", _SPACES.sub(" ", title)).strip()
     return title[:MAX_TITLE].rstrip()
 
 
@@ -106,10 +110,12 @@ _HEADER = re.compile(r"BUG: KASAN: ([\w-]+) in (\S+)")
 _ACCESS = re.compile(r"\b(Read|Write) (?:of size \d+ )?at addr")
 _FRAME = re.compile(r"^\s*(?:\? )?([A-Za-z_.][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)", re.M)
 _RULER = "=" * 66
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?", re.M)
 
 
 def titles_in_log(text: str) -> list[Title]:
-    """One Title per `BUG: KASAN:` header in `text`, in order."""
+    """One Title per `BUG: KASAN:` header in `text`, in order. printk timestamps are ignored."""
+    text = _TIMESTAMP.sub("", text)
     starts = [m.start() for m in _HEADER.finditer(text)]
     return [_title_of(text[a:b]) for a, b in zip(starts, starts[1:] + [len(text)])]
 

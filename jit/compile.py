@@ -41,6 +41,9 @@ def _emit_stx(ctx: EmitCtx, insn: Insn) -> None:
         emit_stx_mem(ctx, insn)
 
 
+# Classes whose code depends on nothing but the slot itself (LD is not: LD_ABS returns through
+# its function's epilogue, and PSEUDO_FUNC depends on the layout).
+_SLOT_ONLY = frozenset((isa.ALU, isa.ALU64, isa.LDX, isa.ST, isa.STX))
 _EMITTERS = {isa.ALU: emit_alu, isa.ALU64: emit_alu, isa.JMP: emit_jmp_class, isa.JMP32: emit_jmp_class,
              isa.LD: emit_ld, isa.LDX: emit_ldx, isa.ST: emit_st, isa.STX: _emit_stx}
 
@@ -95,6 +98,7 @@ class _Compiler:
         self.prologues = [bytes(emit_prologue(f)) for f in frames]
         self.chunks: list[Chunk | None] = [None] * n
         self.stub_offset = [0] * len(frames)
+        self._same_code: dict[Insn, Chunk] = {}       # identical slots share one (read-only) chunk
 
     def run(self) -> Image:
         old_len, padding = 0, False
@@ -142,15 +146,20 @@ class _Compiler:
 
     def _emit(self, pc: int, frame, padding: bool) -> Chunk:
         ctx = self.ctx
-        chunk = Chunk()
-        if pc in self.tails:
-            return chunk
-        ctx.out, ctx.pc, ctx.frame = chunk, pc, frame
         insn = ctx.insns[pc]
+        if pc in self.tails:
+            return Chunk()
+        chunk = self._same_code.get(insn) if insn.cls in _SLOT_ONLY else None
+        if chunk is not None:
+            return chunk
+        chunk = ctx.out = Chunk()
+        ctx.pc, ctx.frame = pc, frame
         try:
             _EMITTERS[insn.cls](ctx, insn)
         except JitError as e:
             raise self._located(e, pc)
+        if insn.cls in _SLOT_ONLY:
+            self._same_code[insn] = chunk
         prev_len = ctx.end[pc] - ctx.start[pc]
         if padding and chunk.dynamic and len(chunk.code) < prev_len:
             _pad(chunk, prev_len - len(chunk.code))

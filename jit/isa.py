@@ -63,11 +63,13 @@ MAX_REG = 10                       # r0..r10; r10 is the read-only frame pointer
 FP = 10
 
 
-def _s16(v: int) -> int:
+def s16(v: int) -> int:
+    """`v` truncated to 16 bits and read as signed."""
     return (v & 0xFFFF) - ((v & 0x8000) << 1)
 
 
-def _s32(v: int) -> int:
+def s32(v: int) -> int:
+    """`v` truncated to 32 bits and read as signed."""
     return (v & 0xFFFFFFFF) - ((v & 0x80000000) << 1)
 
 
@@ -161,7 +163,7 @@ class Insn:
 def ld_imm64(dst: int, value: int, src: int = 0) -> tuple[Insn, Insn]:
     """The two slots of `dst = value ll` (value taken modulo 2**64)."""
     value &= 0xFFFFFFFFFFFFFFFF
-    return (Insn(LD_IMM64, dst, src, 0, _s32(value)), Insn(0, 0, 0, 0, _s32(value >> 32)))
+    return (Insn(LD_IMM64, dst, src, 0, s32(value)), Insn(0, 0, 0, 0, s32(value >> 32)))
 
 
 def imm64(first: Insn, second: Insn) -> int:
@@ -216,6 +218,10 @@ def _need_zero(insn: Insn, *fields: str) -> str | None:
 
 def _reserved_fields(insn: Insn) -> str | None:
     """Why the kernel refuses this slot, or None. Mirrors the rules of the kernel's checks per class."""
+    if not (0 <= insn.code <= 0xFF and 0 <= insn.dst <= 0xF and 0 <= insn.src <= 0xF
+            and -0x8000 <= insn.off <= 0x7FFF and -0x80000000 <= insn.imm <= 0x7FFFFFFF):
+        return (f"opcode 0x{insn.code & 0xFF:02x}: a field does not fit its width "
+                f"(dst={insn.dst} src={insn.src} off={insn.off} imm={insn.imm})")
     if insn.dst > MAX_REG or insn.src > MAX_REG:
         return f"opcode 0x{insn.code:02x}: invalid register r{max(insn.dst, insn.src)}"
     cls, op = insn.cls, insn.op

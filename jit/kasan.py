@@ -25,14 +25,16 @@ Owns: the instrumentation policy and sequences. Must not import capstone, unicor
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from jit import isa
 from jit.emit_ctx import ABS, BACK, SLOW, Chunk, EmitCtx, Site
 from jit.errors import JitError
 from jit.frame import AUX, SCRATCH
 from jit.image import KASAN_SHADOW_OFFSET
 from jit.isa import Insn
-from jit.x86 import (Cond, Ext, Reg, emit_alu_ri, emit_cmp_byte_indexed_0, emit_lea, emit_mov_rr, emit_movabs,
-                     emit_pop, emit_push, emit_shift_ri)
+from jit.x86 import (Cond, Ext, Reg, emit_alu_ri, emit_call, emit_cmp_byte_indexed_0, emit_jcc32, emit_lea,
+                     emit_mov_rr, emit_movabs, emit_pop, emit_push, emit_shift_ri)
 
 SAVED = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.R8, Reg.R9, Reg.R10, Reg.R11)
 # Addresses whose top 17 bits are not all ones have no shadow (addr < 0xffff800000000000).
@@ -68,48 +70,68 @@ def emit_check(ctx: EmitCtx, access: tuple[bool, int, int, int] | None, base: in
     asan = ctx.target.asan_address(is_write, size)
     chunk = ctx.out
     if ctx.kasan == "outline":
-        ret_at = _emit_asan_call(chunk, reg, off, asan)
+        ret_at = _place_asan_call(chunk, reg, off, asan)
         chunk.sites.append(Site(None, ret_at, size, is_write, bpf_base, off))
         return
     slow_index = len(chunk.slow)
-    _emit_fast_path(chunk, reg, off, size, slow_index)
+    code, fields = fast_path(reg, off, size)
+    at = len(chunk.code)
+    chunk.code += code
+    chunk.relocs += [(at + f, SLOW, slow_index) for f in fields]
     slow = Chunk()
-    ret_at = _emit_asan_call(slow, reg, off, asan)
+    ret_at = _place_asan_call(slow, reg, off, asan)
     slow.jmp32(BACK, len(chunk.code))
     chunk.slow.append(slow)
     chunk.sites.append(Site(slow_index, ret_at, size, is_write, bpf_base, off))
 
 
-def _emit_asan_call(chunk: Chunk, base: int, off: int, asan: int) -> int:
-    """The outline sequence; returns the offset just after its call."""
-    code = chunk.code
+def _place_asan_call(chunk: Chunk, base: int, off: int, asan: int) -> int:
+    """Append the outline sequence; returns the offset just after its call."""
+    code, field = asan_call(base, off)
+    at = len(chunk.code)
+    chunk.code += code
+    chunk.relocs.append((at + field, ABS, asan))
+    return at + field + 4
+
+
+@lru_cache(maxsize=512)
+def asan_call(base: int, off: int) -> tuple[bytes, int]:
+    """The outline sequence with a zero rel32, and where that rel32 is."""
+    code = bytearray()
     for reg in SAVED:
         emit_push(code, reg)
     if base != Reg.RDI:
         emit_mov_rr(code, Reg.RDI, base, True)
     if off:
         emit_alu_ri(code, Ext.ADD, Reg.RDI, off, True)
-    chunk.call(ABS, asan)
-    ret_at = len(code)
+    emit_call(code, 0)
+    field = len(code) - 4
     for reg in reversed(SAVED):
         emit_pop(code, reg)
-    return ret_at
+    return bytes(code), field
 
 
-def _emit_fast_path(chunk: Chunk, base: int, off: int, size: int, slow_index: int) -> None:
-    code = chunk.code
+@lru_cache(maxsize=512)
+def fast_path(base: int, off: int, size: int) -> tuple[bytes, tuple[int, ...]]:
+    """The inline fast path with zero rel32s, and where those rel32s (all to the slow path) are."""
+    code, fields = bytearray(), []
+
+    def jne_slow():
+        emit_jcc32(code, Cond.NE, 0)
+        fields.append(len(code) - 4)
+
     emit_lea(code, AUX, base, off)
     emit_mov_rr(code, SCRATCH, AUX, True)
     emit_shift_ri(code, Ext.SAR, SCRATCH, _NO_SHADOW_SHIFT, True)
     emit_alu_ri(code, Ext.CMP, SCRATCH, -1, True, rax_short=False)
-    chunk.jcc32(Cond.NE, SLOW, slow_index)
+    jne_slow()
     emit_shift_ri(code, Ext.SHR, AUX, 3, True)
     emit_movabs(code, SCRATCH, KASAN_SHADOW_OFFSET)
     emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
-    chunk.jcc32(Cond.NE, SLOW, slow_index)
+    jne_slow()
     if size > 1:
         emit_lea(code, AUX, base, off + size - 1)
         emit_shift_ri(code, Ext.SHR, AUX, 3, True)
         emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
-        chunk.jcc32(Cond.NE, SLOW, slow_index)
-
+        jne_slow()
+    return bytes(code), tuple(fields)

@@ -79,7 +79,7 @@ ENDIAN = {(isa.ALU, isa.TO_BE): "be", (isa.ALU, isa.TO_LE): "le", (isa.ALU64, is
 ATOMIC_FETCH = {isa.ADD | isa.FETCH: "atomic_fetch_add", isa.AND | isa.FETCH: "atomic_fetch_and",
                 isa.OR | isa.FETCH: "atomic_fetch_or", isa.XOR | isa.FETCH: "atomic_fetch_xor"}
 ATOMIC_SWAP = {isa.ATOMIC_XCHG: "xchg", isa.ATOMIC_CMPXCHG: "cmpxchg"}
-# (class, plain mode) -> (prefix, kernel-internal mode) for the PROBE_* rewrites.
+# (class, plain mode, prefix) -> the kernel-internal PROBE_* mode the prefix selects.
 PROBE_MODES = {(isa.LDX, isa.MEM, "probe_mem"): isa.PROBE_MEM,
                (isa.LDX, isa.MEMSX, "probe_mem"): isa.PROBE_MEMSX,
                (isa.LDX, isa.MEM, "probe_mem32"): isa.PROBE_MEM32,
@@ -93,7 +93,7 @@ _SIZES = {f"{s}{8 * b}": Size(isa.BYTES_SIZE[b], s == "s") for s in "us" for b i
 _ENDIANS = {f"{name}{w}": (cls, src, w) for (cls, src), name in ENDIAN.items() for w in (16, 32, 64)}
 _ASSIGN_OPS = {v: (k, 0) for k, v in ALU_ASSIGN.items()} | {v: (k, 1) for k, v in SIGNED_ASSIGN.items()}
 _CMP_OPS = {v: k for k, v in JMP_OPS.items()}
-# Function-style atomics: name -> (imm, True when the name fixes a 64-bit width, or None).
+# Function-style atomics: name -> (imm, whether the name says 64-bit; None: the type says).
 _FUNCS = {name: (imm, None) for imm, name in ATOMIC_FETCH.items()} | {
     f"{name}{suffix}": (imm, suffix == "_64")
     for imm, name in ATOMIC_SWAP.items() for suffix in ("_64", "32_32")}
@@ -101,7 +101,7 @@ _KEYWORDS = frozenset(("if", "goto", "gotol", "call", "callx", "exit", "ll", "lo
                        "may_goto", "load_acquire", "store_release", "addr_space_cast",
                        ".rept", ".endr", *_PROBE_PREFIXES))
 _DATA_WIDTH = {".byte": 1, ".short": 2, ".2byte": 2, ".long": 4, ".4byte": 4, ".8byte": 8, ".quad": 8}
-MAX_REPEAT = 1 << 20          # the kernel's program-size limit; stops a typo from eating memory
+MAX_REPEAT = 1 << 20          # above the kernel's 1M-instruction limit; stops a typo eating memory
 
 _TOKEN = re.compile(r"""\s*(?:
     (?P<num>(?P<sign>[+-](?:\s*[+-])*)?\s*
@@ -230,11 +230,7 @@ def _imm32(n: Num) -> int:
         raise _Refused("an immediate may not start with '+'")
     if not -(1 << 63) <= n.value < (1 << 64):
         raise _Refused(f"immediate {n.value} does not fit 64 bits")
-    return _s32(n.value)
-
-
-def _s32(v: int) -> int:
-    return (v + (1 << 31)) % (1 << 32) - (1 << 31)
+    return isa.s32(n.value)
 
 
 def _imm_range(n: Num, lo: int, hi: int, what: str) -> int:
@@ -359,6 +355,8 @@ class _Builder:
                 self.insns[slot] = self._fix(slot, kind, target)
             except _Refused as e:
                 raise self.error(f"{e} in '{stmt}'", line) from None
+            except JitError as e:                # the resolver's own refusal
+                raise e.located(file=self.file, line=line)
         return Assembled(self.insns, self.lines, self.labels)
 
     def _fix(self, slot: int, kind: str, target) -> Insn:
@@ -392,9 +390,9 @@ class _Builder:
             raise _Refused(f"undefined symbol '{name}' (no resolver given)")
         try:
             src, imm = self.resolve(name)
-        except (KeyError, LookupError, ValueError) as e:
+        except (LookupError, ValueError) as e:
             raise _Refused(f"cannot resolve symbol '{name}': {e}") from None
-        return src, _s32(imm)
+        return src, isa.s32(imm)
 
 
 # ---------------------------------------------------------------- statement handlers
@@ -572,7 +570,7 @@ def _addr_space_cast(b: _Builder, dst: Reg, src: Reg, dst_as: Num, src_as: Num) 
     """MOV64 X with off 1; imm holds the destination space in the high half."""
     hi = _imm_range(dst_as, 0, 0xFFFF, "address space")
     lo = _imm_range(src_as, 0, 0xFFFF, "address space")
-    b.emit(Insn(isa.ALU64 | isa.MOV | isa.X, _reg64(dst), _reg64(src), 1, _s32((hi << 16) | lo)))
+    b.emit(Insn(isa.ALU64 | isa.MOV | isa.X, _reg64(dst), _reg64(src), 1, isa.s32((hi << 16) | lo)))
 
 
 def _cond_jump(b: _Builder, dst: Reg, op: int, src, target) -> None:

@@ -76,25 +76,25 @@ class _Line:
         return int(m.group(1))
 
     def imm32(self, text: str) -> int:
-        value = self._number(text, "Immediate")
+        value = self.number(text, "Immediate")
         if text.lstrip("+-").lower().startswith("0x") and not text.startswith("-"):
             ok = 0 <= value <= 0xFFFFFFFF         # hex is an unsigned bit pattern
         else:
             ok = -(1 << 31) <= value < (1 << 31)
         if not ok:
             raise self.fail(f"Immediate out of 32-bit range: {text}")
-        return isa._s32(value)
+        return isa.s32(value)
 
     def imm64(self, text: str) -> int:
-        value = self._number(text, "Immediate")
+        value = self.number(text, "Immediate")
         if not -(1 << 63) <= value < (1 << 64):
             raise self.fail(f"Immediate out of 64-bit range: {text}")
         return value & 0xFFFFFFFFFFFFFFFF
 
     def offset(self, sign: str, digits: str) -> int:
-        value = self._number(digits, "Offset")
+        value = self.number(digits, "Offset")
         if digits.lower().startswith("0x") and sign == "+" and value <= 0xFFFF:
-            return isa._s16(value)                # hex is a 16-bit pattern, as upstream
+            return isa.s16(value)                # hex is a 16-bit pattern, as upstream
         value = -value if sign == "-" else value
         if not -(1 << 15) <= value < (1 << 15):
             raise self.fail(f"Offset out of 16-bit range: {sign}{digits}")
@@ -107,7 +107,7 @@ class _Line:
         reg = self.reg(m.group(1))
         return reg, (self.offset(m.group(2), m.group(3)) if m.group(2) else 0)
 
-    def _number(self, text: str, what: str) -> int:
+    def number(self, text: str, what: str) -> int:
         try:
             return int(text, 0) if text.lstrip("+-")[:2].lower() == "0x" else int(text, 10)
         except ValueError:
@@ -149,7 +149,7 @@ class _Assembler:
     def target(self, line: _Line, text: str, field_name: str) -> int:
         """A jump/call displacement: numeric now, or 0 and a fixup for a label."""
         if text[:1] in "+-":
-            value = line._number(text, "Jump target")
+            value = line.number(text, "Jump target")
             limit = 1 << (15 if field_name == "off" else 31)
             if not -limit <= value < limit:
                 raise line.fail(f"Jump target out of range: {text}")
@@ -365,10 +365,10 @@ def _print_alu(insn: Insn) -> str | None:
         return None
     op, d = insn.op, f"%r{insn.dst}"
     if op == isa.END:
-        if insn.src or insn.off or insn.imm not in (16, 32, 64):
+        if insn.src or insn.off or insn.imm not in (16, 32, 64) or (insn.cls == isa.ALU64 and insn.source):
             return None
         name = "bswap" if insn.cls == isa.ALU64 else ("be" if insn.source == isa.TO_BE else "le")
-        return f"{name}{insn.imm} {d}" if not (insn.cls == isa.ALU64 and insn.source) else None
+        return f"{name}{insn.imm} {d}"
     if op == isa.NEG:
         return None if (insn.source or insn.src or insn.off or insn.imm) else f"neg{_sfx(insn, isa.ALU64)} {d}"
     if op == isa.MOV and insn.source == isa.X and insn.off:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from checks.errors import CheckError
 from checks.kselftest.cexpr import INT, IntType, Value, evaluate
-from checks.kselftest.tokens import Tok, string_value
+from checks.kselftest.tokens import Tok, group_end, split_top, string_value
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ class CType:
     target: "CType | None" = None     # pointee or array element
     count: int = 0                    # array length
     fields: tuple[Field, ...] = ()
+
+
+class IncompleteType(CheckError):
+    """A struct or union that is declared but never defined here (a vmlinux.h type, say)."""
+
+
+def _incomplete(t: CType) -> bool:
+    return t.kind in ("struct", "union") and not t.fields and t.size == 0
 
 
 def scalar(name: str, size: int, signed: bool) -> CType:
@@ -104,8 +112,8 @@ class Layouts:
 
     # -- questions cexpr asks ------------------------------------------------------------------
     def size_of(self, t: CType) -> int:
-        if t.kind in ("struct", "union") and not t.fields and t.size == 0 and self.tag(t.name) is None:
-            raise CheckError(f"sizeof incomplete type '{t.name}'", file=self.file)
+        if _incomplete(t):
+            raise IncompleteType(f"sizeof incomplete type '{t.name}'", file=self.file)
         return t.size
 
     def align_of(self, t: CType) -> int:
@@ -130,6 +138,8 @@ class Layouts:
                 offset += step * t.target.size
                 t = t.target
                 continue
+            if _incomplete(t):
+                raise IncompleteType(f"incomplete type '{t.name}'", file=file or self.file, line=line)
             found = _find_field(t, step)
             if found is None:
                 raise CheckError(f"'{t.name}' has no member '{step}'", file=file or self.file, line=line)
@@ -155,7 +165,7 @@ class Layouts:
         for n in reversed(dims):
             t = array(t, n)
         if i + 1 < len(toks) and toks[i].text == "(" and toks[i + 1].text in ("void", ")"):
-            i = _skip_group(toks, i)              # a function type: `void (void)`
+            i = group_end(toks, i)              # a function type: `void (void)`
             t = CType("func", 1, 1, "function")
         return t, i
 
@@ -172,7 +182,7 @@ class Layouts:
             elif text in ("struct", "union", "enum") and not words:
                 return self.tagged(toks, i)
             elif text == "__attribute__":
-                i = _skip_group(toks, i + 1)
+                i = group_end(toks, i + 1)
             elif not words and self.typedef(text) is not None:
                 return self.typedef(text), i + 1
             else:
@@ -186,14 +196,14 @@ class Layouts:
         kind = toks[i].text
         i += 1
         while i < len(toks) and toks[i].text == "__attribute__":
-            i = _skip_group(toks, i + 1)
+            i = group_end(toks, i + 1)
         name = None
         if i < len(toks) and toks[i].kind == "id":
             name = toks[i].text
             i += 1
         key = f"{kind} {name}" if name else ""
         if i < len(toks) and toks[i].text == "{":
-            end = _skip_group(toks, i)
+            end = group_end(toks, i)
             t = self.define_body(kind, key or f"{kind} <anonymous>", toks[i + 1:end - 1], toks, end)
             if key:
                 self.tags[key] = t
@@ -213,7 +223,7 @@ class Layouts:
 
     def define_enum(self, body: list[Tok]) -> None:
         value = -1
-        for item in _split(body, ","):
+        for item in split_top(body, ","):
             if not item:
                 continue
             if len(item) > 2 and item[1].text == "=":
@@ -235,7 +245,7 @@ class Layouts:
     def dimensions(self, toks: list[Tok], i: int) -> tuple[list[int], int]:
         dims = []
         while i < len(toks) and toks[i].text == "[":
-            end = _skip_group(toks, i)
+            end = group_end(toks, i)
             inner = toks[i + 1:end - 1]
             dims.append(evaluate(inner, lookup=self.constant, layouts=self, file=self.file).value
                         if inner else 0)
@@ -245,7 +255,7 @@ class Layouts:
     def members(self, body: list[Tok]) -> list[tuple[str | None, CType, int | None, int]]:
         """(name, type, bit width or None, extra alignment) for each member declarator."""
         out = []
-        for decl in _split(body, ";"):
+        for decl in split_top(body, ";"):
             if not decl:
                 continue
             found = self.specifiers(decl, 0)
@@ -253,7 +263,7 @@ class Layouts:
                 raise CheckError(f"cannot read member declaration '{' '.join(t.text for t in decl[:6])}'",
                                  file=self.file, line=decl[0].line)
             base, i = found
-            declarators = _split(decl[i:], ",")
+            declarators = split_top(decl[i:], ",")
             if declarators == [[]]:
                 out.append((None, base, None, 1))         # anonymous struct/union member
                 continue
@@ -270,14 +280,14 @@ class Layouts:
             text = d[i].text
             if text == "__attribute__":
                 attrs.update(_attributes(d, i))
-                i = _skip_group(d, i + 1)
+                i = group_end(d, i + 1)
                 continue
             if text == "(":
                 if name is None:                        # function pointer: ( * name ) ( ... )
-                    inner = d[i + 1:_skip_group(d, i) - 1]
+                    inner = d[i + 1:group_end(d, i) - 1]
                     name = next((x.text for x in inner if x.kind == "id"), None)
                     return name, pointer(VOID), None, 1
-                i = _skip_group(d, i)
+                i = group_end(d, i)
                 continue
             if text in ("[", ":", "="):
                 break
@@ -304,7 +314,7 @@ class Layouts:
             return []
         base, i = found
         declared = []
-        for d in _split(toks[i:], ","):
+        for d in split_top(toks[i:], ","):
             eq = next((k for k, t in enumerate(d) if t.text == "="), len(d))
             name, t, _, _ = self.declarator(base, d[:eq])
             if name is None:
@@ -348,7 +358,7 @@ class Layouts:
     def postfix(self, t: CType, toks: list[Tok], i: int, file) -> tuple[CType, int]:
         while i < len(toks) and toks[i].text in ("->", ".", "["):
             if toks[i].text == "[":
-                t, i = (t.target or t), _skip_group(toks, i)
+                t, i = (t.target or t), group_end(toks, i)
                 continue
             holder = t.target if toks[i].text == "->" else t
             if holder is None or i + 1 >= len(toks):
@@ -420,46 +430,13 @@ def _find_field(t: CType, name: str) -> tuple[int, Field] | None:
     return None
 
 
-def _skip_group(toks: list[Tok], i: int) -> int:
-    """Index just after the bracket group that opens at toks[i]."""
-    depth = 0
-    while i < len(toks):
-        text = toks[i].text
-        if text in ("(", "[", "{"):
-            depth += 1
-        elif text in (")", "]", "}"):
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    raise CheckError("unbalanced brackets", line=toks[-1].line if toks else None)
-
-
-def _split(toks: list[Tok], sep: str) -> list[list[Tok]]:
-    """Split at `sep` outside brackets."""
-    parts: list[list[Tok]] = [[]]
-    depth = 0
-    for t in toks:
-        if t.text in ("(", "[", "{"):
-            depth += 1
-        elif t.text in (")", "]", "}"):
-            depth -= 1
-        elif t.text == sep and depth == 0:
-            parts.append([])
-            continue
-        parts[-1].append(t)
-    if parts and not parts[-1] and len(parts) > 1:
-        parts.pop()
-    return parts
-
-
 def _initializer_length(init: list[Tok]) -> int:
     """Elements of `{a, b, [5] = c}` or characters (+ NUL) of a string initializer."""
     if init and init[0].kind == "str":
         return sum(len(string_value(t)) for t in init if t.kind == "str") + 1
     if not init or init[0].text != "{":
         return 1
-    items = [x for x in _split(init[1:-1], ",") if x]
+    items = [x for x in split_top(init[1:-1], ",") if x]
     length = index = 0
     for item in items:
         if item[0].text == "[" and len(item) > 2 and item[1].kind == "num":
@@ -473,7 +450,7 @@ def _attributes(toks: list[Tok], i: int) -> dict:
     """`packed` and `aligned(N)` from the __attribute__((...)) groups starting at toks[i]."""
     attrs: dict = {}
     while i < len(toks) and toks[i].text == "__attribute__":
-        end = _skip_group(toks, i + 1)
+        end = group_end(toks, i + 1)
         inner = toks[i + 2:end - 1]
         for j, t in enumerate(inner):
             if t.text in ("packed", "__packed__"):

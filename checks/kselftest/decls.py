@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from checks.kselftest.tokens import Tok
+from checks.kselftest.tokens import Tok, group_end
 
 _OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
+# bpf_tracing.h macros that write a function's signature: `int BPF_PROG(name, args...)`.
+_SIGNATURE_MACROS = frozenset("BPF_PROG BPF_PROG2 BPF_KPROBE BPF_KRETPROBE BPF_KSYSCALL BPF_KPROBE_SYSCALL "
+                              "BPF_UPROBE BPF_URETPROBE BPF_USDT BPF_STRUCT_OPS BPF_STRUCT_OPS_SLEEPABLE".split())
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,8 @@ def _is_function_header(toks: list[Tok], start: int, brace: int) -> bool:
 
 
 def _matching(toks: list[Tok], i: int) -> int:
-    depth = 0
-    for j in range(i, len(toks)):
-        if toks[j].text in _OPEN:
-            depth += 1
-        elif toks[j].text in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return j
-    return len(toks) - 1
+    """Index of the bracket closing the one at toks[i]."""
+    return group_end(toks, i) - 1
 
 
 def _group_start(toks: list[Tok], close: int) -> int:
@@ -120,6 +116,8 @@ def _function(head: list[Tok], body: list[Tok] | None) -> Function | Declaration
         return Declaration(tuple(head), head[0].line)
     close = _matching(head, paren)
     name = head[paren - 1]
+    if name.text in _SIGNATURE_MACROS and close > paren + 1 and head[paren + 1].kind == "id":
+        name = head[paren + 1]
     return Function(name.text, name.line, tuple(head[:paren - 1]), tuple(head[paren + 1:close]),
                     None if body is None else tuple(body))
 

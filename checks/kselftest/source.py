@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from checks.errors import CheckError
 from checks.kselftest.cexpr import evaluate
-from checks.kselftest.tokens import Directive, Tok, spell, tokenize
+from checks.kselftest.tokens import Directive, Tok, spell, split_top, tokenize
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Preprocessor:
     def __init__(self, file: str | None, macros: dict[str, Macro] | None = None):
         self.file = file
         self.macros = dict(COMPILER_MACROS if macros is None else macros)
+        self.includes: list[str] = []         # what #include lines name, in order
 
     def run(self, text: str) -> list[Tok]:
         out: list[Tok] = []
@@ -92,9 +93,11 @@ class Preprocessor:
             self.define(d)
         elif name == "undef" and d.toks:
             self.macros.pop(d.toks[0].text, None)
+        elif name == "include":
+            self.includes.append(d.raw.strip('<>"'))
         elif name == "error":
             raise CheckError(f"#error {d.raw}", file=self.file, line=d.line)
-        # include, pragma, line, warning, and the null directive change nothing we read.
+        # pragma, line, warning, and the null directive change nothing we read.
 
     def condition(self, d: Directive) -> bool:
         if d.name in ("ifdef", "ifndef"):
@@ -232,21 +235,11 @@ class Preprocessor:
 
 def _parameters(toks: list[Tok]) -> tuple[tuple[str, ...], bool]:
     """Parameter names of a function-like macro; `...` is __VA_ARGS__, GNU `name...` is name."""
-    names = [[t.text for t in group] for group in _comma_groups(toks)]
+    names = [[t.text for t in group] for group in split_top(toks, ",")] if toks else []
     variadic = bool(names) and names[-1][-1] == "..."
     if variadic:
         names[-1] = names[-1][:-1] or ["__VA_ARGS__"]
     return tuple(n[0] for n in names if n), variadic
-
-
-def _comma_groups(toks: list[Tok]) -> list[list[Tok]]:
-    groups: list[list[Tok]] = [[]]
-    for t in toks:
-        if t.text == ",":
-            groups.append([])
-        else:
-            groups[-1].append(t)
-    return groups if toks else []
 
 
 def _stringize(arg: list[Tok], line: int) -> Tok:

@@ -147,3 +147,39 @@ def spell(toks) -> str:
 def _needs_space(a: Tok, b: Tok) -> bool:
     word = ("id", "num", "str", "chr")
     return (a.kind in word and b.kind in word) or a.text == ","
+
+
+_OPENERS, _CLOSERS = frozenset("([{"), frozenset(")]}")
+
+
+def group_end(toks, i: int) -> int:
+    """Index just after the bracket group that opens at toks[i]; len(toks) if it never closes."""
+    depth = 0
+    for j in range(i, len(toks)):
+        text = toks[j].text
+        if text in _OPENERS:
+            depth += 1
+        elif text in _CLOSERS:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(toks)
+
+
+def split_top(toks, sep: str) -> list[list]:
+    """Split at `sep` outside brackets; a trailing separator adds no empty part."""
+    parts: list[list] = [[]]
+    depth = 0
+    for t in toks:
+        text = t.text
+        if text in _OPENERS:
+            depth += 1
+        elif text in _CLOSERS:
+            depth -= 1
+        elif text == sep and depth == 0:
+            parts.append([])
+            continue
+        parts[-1].append(t)
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return parts

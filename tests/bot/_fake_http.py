@@ -57,7 +57,7 @@ class FakeServer:
                 and regex.fullmatch(r.path)]
 
     def __enter__(self) -> "FakeServer":
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

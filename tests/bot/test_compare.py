@@ -75,3 +75,15 @@ def test_test_comparison_statuses_and_moved_flag():
     assert not rows["same"].moved_failure_to_success
     assert (rows["same"].base_status, rows["same"].head_status) == ("pass", "missing")
     assert rows["same"].test_id == "progs/verifier_example.c/same"
+
+
+def test_the_checks_layer_finding_record_is_accepted():
+    """The producer's own `to_json` shape (checks.report.Finding) passes validation unchanged."""
+    from checks.report import Finding as CheckFinding
+    made = CheckFinding(id="abc", test="verifier_example.c::oob", function="bpf_prog_0123456789abcdef_oob",
+                        insn=None, bug_type="slab-out-of-bounds", access="read", size=8, address=0xffff888000100008,
+                        object="map value", title="KASAN: slab-out-of-bounds Read in bpf_prog_ADDR_oob",
+                        report="BUG: KASAN: ...\n", alt_titles=("bad-access in bpf_prog_ADDR_oob",))
+    (f,) = findings_of(results(made.to_json()), "head.json")
+    assert (f.insn, f.address, f.mode, f.alt_titles) == (None, 0xffff888000100008, "faithful",
+                                                         ("bad-access in bpf_prog_ADDR_oob",))

@@ -9,9 +9,10 @@ import threading
 import pytest
 from github import Github
 
-from _git_fixtures import EXAMPLE_MBOX, commit, format_patch, git, insert_test, make_repo, simple_test
+from _git_fixtures import EXAMPLE_MBOX, EXAMPLE_TEST, commit, git, insert_test, make_repo, simple_test
 from bot import fetch
 from bot.apply import applied_trees
+from bot.cli import main
 from bot.errors import BotError
 from bot.series import parse_series
 
@@ -25,6 +26,7 @@ class Replay(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes: dict[str, list] = {}
         self.seen: list[tuple[str, dict]] = []
+        self.posted: list[tuple[str, dict, bytes]] = []
 
     @property
     def url(self) -> str:
@@ -48,6 +50,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.posted.append((self.path, dict(self.headers), body))
+        self.send_response(201)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
 
     def log_message(self, *args):
         pass
@@ -179,3 +189,44 @@ def test_pr_errors(server):
         fetch.pr_mbox("o/r#9", client=gh)
     with pytest.raises(BotError, match="expected OWNER/REPO#NUMBER"):
         fetch.pr_mbox("o/r/9", client=gh)
+
+
+def _conflicting_tree(tmp_path):
+    """A tree on which the bundled example series stops at patch 1/2, so no test runner is needed."""
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, "upstream", lambda t: t.replace('char _license[] SEC("license") = "GPL";', ""))
+    return str(repo)
+
+
+def test_triage_cli_from_lore_and_pr(server, tmp_path, monkeypatch):
+    tree = _conflicting_tree(tmp_path)
+    server.add(f"/all/{MSGID}/t.mbox.gz", gzip.compress(EXAMPLE_MBOX.read_bytes()))
+    out = tmp_path / "lore.json"
+    assert main(["triage", "--msgid", MSGID, "--inbox-url", server.url, "--tree", tree, "-o", str(out)]) == 1
+    lore = json.loads(out.read_text())
+    assert lore["series"]["url"] == f"{server.url}/all/{MSGID}/"
+    assert lore["apply"]["failed_seq"] == 1 and EXAMPLE_TEST in lore["apply"]["reason"]
+    server.add("/repos/o/r/pulls/3", _pr_json(server, 3, title="PR title wins"))
+    server.add("/o/r/pull/3.patch", EXAMPLE_MBOX.read_bytes())
+    monkeypatch.setenv("GITHUB_API_URL", server.url)
+    assert main(["triage", "--pr", "o/r#3", "--tree", tree, "-o", str(out)]) == 1
+    assert json.loads(out.read_text())["series"]["subject"] == "PR title wins"
+
+
+def test_triage_cli_from_patchwork_posts_checks(server, tmp_path, monkeypatch):
+    tree = _conflicting_tree(tmp_path)
+    server.add("/api/series/42/", {"received_all": True, "mbox": server.url + "/series/42/mbox/",
+                                   "web_url": server.url + "/series/42/"})
+    server.add("/series/42/mbox/", EXAMPLE_MBOX.read_bytes())
+    msgids = parse_series(EXAMPLE_MBOX.read_bytes(), "x").series.patches
+    for i, patch in enumerate(msgids, 100):
+        server.add(f"/api/1.2/patches/?msgid={patch.msgid.replace('@', '%40')}", [{"id": i}])
+        server.add(f"/api/1.2/patches/{i}/checks/?context=bpf-kasan&order=-date&per_page=1", [])
+    monkeypatch.setenv("PATCHWORK_TOKEN", "pw-token")
+    args = ["triage", "--patchwork-series", "42", "--patchwork-url", server.url, "--tree", tree,
+            "--post-patchwork", "-o", str(tmp_path / "t.json")]
+    assert main(args) == 1
+    assert [p for p, _, _ in server.posted] == ["/api/1.2/patches/100/checks/", "/api/1.2/patches/101/checks/"]
+    _, headers, body = server.posted[0]
+    assert headers["Authorization"] == "Token pw-token"
+    assert b"state=fail" in body and b"context=bpf-kasan" in body and b"does+not+apply+at+patch+1%2F2" in body

@@ -124,3 +124,18 @@ def test_markdown_output_and_json_artifact(tmp_path):
     assert triage.verdict == "conflict"
     assert md.read_text() != art.read_text() and "does not apply" in md.read_text()
     assert json.loads(art.read_text())["summary"]["verdict"] == "conflict"
+
+
+def test_reply_threads_under_the_cover_letter(tmp_path):
+    pytest.importorskip("bot.mail", reason="bot/mail.py (the out-half's mail outlet) is not written yet")
+    import email
+    import email.policy
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, "upstream moved the licence", lambda t: t.replace('char _license[] SEC("license") = "GPL";', ""))
+    reply = tmp_path / "reply.eml"
+    assert main(["triage", "--mbox", str(EXAMPLE_MBOX), "--tree", str(repo), "--reply", str(reply),
+                 "--output", str(tmp_path / "t.json")]) == 1
+    msg = email.message_from_bytes(reply.read_bytes(), policy=email.policy.default)
+    assert msg["In-Reply-To"] == "<cover.1795620830.git.ada@example.org>"
+    assert msg["Subject"].startswith("Re: [PATCH bpf-next v2 0/2] selftests/bpf: example series")
+    assert "patch 1/2" in msg.get_content() and "Merge conflict" in msg.get_content()

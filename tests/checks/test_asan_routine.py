@@ -109,11 +109,20 @@ def test_table(machine, granules, offset, size, reported, is_write):
     assert records == expected
 
 
-@pytest.mark.parametrize("addr", [0, 0x10, layout.TASK_SIZE - 8, 0xDEAD000000000000,
-                                  METADATA_START - 8, 0xFFFFFFFFFFFFFFFC])
-def test_wild_and_wrapping_addresses_are_reported_without_reading_shadow(machine, addr):
-    # None of these has mapped shadow: reading it would raise UC_ERR_READ_UNMAPPED.
-    assert machine.call(False, 8, addr) == (AccessRecord(addr, 8, False, RETURN),)
+@pytest.mark.parametrize("addr, size", [(0, 8), (0x10, 4), (layout.TASK_SIZE - 8, 8),
+                                        (0xDEAD000000000000, 2), (METADATA_START - 1, 1),
+                                        (0xFFFFFFFFFFFFFFFC, 8), (0xFFFFFFFFFFFFFFF8, 8),
+                                        (0xFFFFFFFFFFFFFFFF, 1), (0xFFFFFFFFFFFFFFFE, 2)])
+def test_wild_and_wrapping_addresses_are_reported_without_reading_shadow(machine, addr, size):
+    # None of these has mapped shadow: reading it would raise UC_ERR_READ_UNMAPPED. An access
+    # ending exactly at 2**64 counts as wrapping, as the kernel's `addr + size < addr` says.
+    assert check_region(ShadowMap(), addr, size) == Verdict.REPORT
+    assert machine.call(False, size, addr) == (AccessRecord(addr, size, False, RETURN),)
+
+
+def test_the_last_addresses_before_the_top_are_checked_normally(machine):
+    with pytest.raises(UcError, match="UNMAPPED"):                # not wrapping: reads shadow
+        machine.call(False, 8, 0xFFFFFFFFFFFFFFF7)
 
 
 def test_metadata_address_without_shadow_faults_on_the_shadow_load(machine):
@@ -154,15 +163,34 @@ def test_native_routine_agrees_with_check_region(machine, granules, offset, size
     assert reported == (check_region(shadow, MEM + offset, size) == Verdict.REPORT)
 
 
+EDGES = st.sampled_from([0, METADATA_START, 1 << 64, MEM, layout.TASK_SIZE])
+
+
+@settings(max_examples=300, deadline=None)
+@given(edge=EDGES, delta=st.integers(-40, 40), size=st.sampled_from(asan_routine.SIZES))
+def test_native_verdict_matches_near_every_boundary(machine, edge, delta, size):
+    addr = (edge + delta) % (1 << 64)
+    shadow = machine.set_shadow(bytes([0, 0, 0, 3, SLAB_REDZONE]))
+    try:
+        native = Verdict.REPORT if machine.call(False, size, addr) else Verdict.OK
+    except UcError:
+        native = Verdict.FAULT                                # the shadow load hit no mapping
+    assert native == check_region(shadow, addr, size)
+
+
 def test_a_routine_disassembles_to_its_commented_assembly():
     code = asan_routine.routine_code(2, True, BUFFER)
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    listing = [f"{i.mnemonic} {i.op_str}" for i in md.disasm(code, 0)]
-    assert sum(len(i.bytes) for i in md.disasm(code, 0)) == len(code)       # no stray bytes
-    assert listing[:2] == ["mov rax, rdi", "add rax, 2"]
-    assert "cmp byte ptr [rax + rcx], 0" in listing and "movsx rdx, byte ptr [rax]" in listing
-    assert listing[-2:] == ["add qword ptr [rax], 1", "ret "]
-    assert "mov dword ptr [rcx + 0x1c], 1" in listing and "mov rsi, qword ptr [rsp]" in listing
+    insns = list(md.disasm(code, 0))
+    listing = [f"{i.mnemonic} {i.op_str}".strip() for i in insns]
+    assert sum(len(i.bytes) for i in insns) == len(code)                     # no stray bytes
+    report_at = insns[listing.index(f"movabs rax, {BUFFER:#x}")].address
+    assert listing[:5] == ["movabs rax, 0x800000000000", "add rax, rdi", "movabs rdx, 0x7ffffffffffd",
+                           "cmp rax, rdx", f"ja {report_at:#x}"]
+    assert "or edx, eax" in listing and "cmp byte ptr [rax + rcx], 0" in listing
+    assert "movsx rdx, byte ptr [rax]" in listing and "mov rsi, qword ptr [rsp]" in listing
+    assert "mov dword ptr [rcx + 0x1c], 1" in listing
+    assert listing[-2:] == ["add qword ptr [rax], 1", "ret"]
 
 
 def test_layout_names_and_sizes():

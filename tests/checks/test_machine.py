@@ -212,14 +212,22 @@ def test_cpu_exceptions_are_oopses(fresh, code, title, offset):
     assert run.fault.lines[-1].endswith(f"bpf_prog_t+{offset:#x}/{len(code):#x}")
 
 
+STACK_LOOP = (b"\x48\x89\x7c\x24\xf8"        # l: mov qword ptr [rsp - 8], rdi
+              b"\x48\x8b\x44\x24\xf8"        # mov rax, qword ptr [rsp - 8]
+              b"\x48\xff\xcf"                  # dec rdi
+              b"\x75\xf1")                      # jnz l
+
+
 def test_a_fault_keeps_the_fast_path(fresh):
-    """The fault replay installs a memory hook for one instruction; it must not stay."""
-    loop = image(fresh, b"\x48\xff\xcf\x75\xfb", MOV_RAX_RDI, RET)        # dec rdi; jnz .-3
-    fresh.run(loop, (1,))
-    before = fresh.run(loop, (2_000_000,)).elapsed
+    """The fault replay installs a memory hook for one instruction; a hook left behind makes
+    every load and store 4-5x slower (unicorn-perf.md), far beyond the noise allowed here."""
+    loop = image(fresh, STACK_LOOP, RET)
+
+    def best() -> float:
+        return min(fresh.run(loop, (3_000_000,)).elapsed for _ in range(3))
+    before = best()
     fresh.run(image(fresh, LOAD_RAX_RDI, RET), (0,))
-    after = fresh.run(loop, (2_000_000,)).elapsed
-    assert after < before * 2 + 0.002
+    assert best() < before * 2
 
 
 def test_runaway_loop_stops_on_the_wall_clock(fresh):

@@ -168,7 +168,7 @@ def test_report_invariants(path):
     if region:
         size, start, end = int(region[1]), int(region[2], 16), int(region[3], 16)
         assert end - start == size
-        located = re.search(r"located (\d+) bytes (to the right of|to the left of|inside)", finding.report)
-        distance = {"to the right of": finding.address - end, "to the left of": start - finding.address,
+        located = re.search(r"located (\d+) bytes (to the right|to the left|inside) of", finding.report)
+        distance = {"to the right": finding.address - end, "to the left": start - finding.address,
                     "inside": finding.address - start}[located[2]]
         assert distance == int(located[1])

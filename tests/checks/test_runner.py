@@ -46,7 +46,7 @@ def test_collect_refuses_missing_and_unclaimed_paths(suite):
 
 
 def test_unknown_engine():
-    with pytest.raises(CheckError, match="unknown engine 'qemu' \\(known: interp"):
+    with pytest.raises(CheckError, match="unknown engine .qemu. \\(known: interp, jit\\)"):
         runner.make_engine("qemu")
 
 
@@ -161,3 +161,21 @@ def test_cli_subprocess_unreadable_file(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == f"bpf-kasan: error: {bad}: cannot read test file: not UTF-8 text (byte 0)\n"
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+class OopsEngine:
+    """An engine whose faults are multi-line oops texts, as the JIT engine's are."""
+    name = "oops"
+
+    def run(self, program, mem, **kw):
+        return runner.EngineResult(r0=0, insns=1, mem=mem, error="BUG: oops\nRIP: 0x5", error_insn=0)
+
+
+def test_cli_prints_one_line_per_test_and_keeps_the_whole_reason_in_json(suite, tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setitem(runner.ENGINES, "oops", OopsEngine)
+    out_json = tmp_path / "o.json"
+    assert cli(["run", str(suite / "good.data"), "--engine", "oops", "--json", str(out_json)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == \
+        f"FAIL  good.data: {suite / 'good.data'}:2: BUG: oops [more in --json]"
+    assert json.loads(out_json.read_text())["tests"][0]["reason"].endswith("BUG: oops\nRIP: 0x5")

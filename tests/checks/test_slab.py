@@ -65,6 +65,11 @@ def test_slabs_are_separated_by_unmapped_guard_pages(heap):
         assert any(a <= obj.addr and obj.end + MIN_REDZONE <= a + n for a, n in ranges)
     guard = ranges[0][0] + ranges[0][1]
     assert heap.shadow.byte(guard) == PAGE_FREE and heap.find(guard) is None
+    guards = heap.guard_ranges()
+    assert guards[0] == (layout.DIRECT_MAP, PAGE) and (guard, PAGE) in guards
+    assert len(guards) == len(ranges) + 1
+    for g, n in guards:                                        # no guard overlaps a slab
+        assert all(g + n <= a or a + m <= g for a, m in ranges)
 
 
 def test_kfree_poisons_and_quarantines(heap):

@@ -1,5 +1,5 @@
-"""The pseudo-C assembler: statement table, labels, symbols, raw data, errors, and every asm body
-of the kernel 6.12 `progs/verifier_*.c` files.
+"""The pseudo-C assembler and printer: statement table, labels, symbols, raw data, errors, the
+printed style, and every asm body of the kernel 6.12 `progs/verifier_*.c` files.
 
 Expected encodings are written as the bytes of each slot (`code regs off imm`), taken from the
 selftests reference table and from `llvm-mc-14 -show-encoding` where it knows the form."""
@@ -14,6 +14,7 @@ from jit import isa
 from jit.errors import JitError
 from jit.isa import Insn
 from jit.llvm_asm import assemble
+from jit.llvm_disasm import disassemble, format_insn
 
 
 def slots(*hexes: str) -> list[Insn]:
@@ -183,8 +184,8 @@ def test_rept_repeats_statements():
 
 def test_forward_and_backward_labels():
     out = assemble("goto l1; r0 = 1\nl1: r0 += 1; if r0 < 10 goto l1; exit")
-    assert [i.off for i in out.insns[::3]] == [1, 0]
-    assert out.insns[3] == Insn(0xA5, 0, 0, -2, 10)
+    assert out.insns == [Insn(0x05, off=1), Insn(0xB7, imm=1), Insn(0x07, imm=1),
+                         Insn(0xA5, 0, 0, -2, 10), Insn(0x95)]
     assert out.labels == {"l1": 2}
 
 
@@ -288,6 +289,67 @@ def test_resolver_failure_is_a_located_error():
     with pytest.raises(JitError, match=r"^f\.c:7: cannot resolve symbol 'nope'"):
         assemble("exit\nr1 = nope ll", file="f.c", first_line=6, resolve=_missing)
 
+    def refuse(name):
+        raise JitError(f"no map called {name}")
+    with pytest.raises(JitError, match=r"^f\.c:6: no map called m$"):
+        assemble("r1 = m ll", file="f.c", first_line=6, resolve=refuse)
+
+
+# ------------------------------------------------------------------ the printer
+
+PRINTED = [
+    ("b7 00 0000 ffffffff", "r0 = -1"),
+    ("bc 21 1000 00000000", "w1 = (s16)w2"),
+    ("9f 10 0100 00000000", "r0 s%= r1"),
+    ("d7 01 0000 20000000", "r1 = bswap32 r1"),
+    ("dc 01 0000 10000000", "r1 = be16 r1"),
+    ("bf 21 0100 01000000", "r1 = addr_space_cast(r2, 0, 1)"),
+    ("61 10 0400 00000000", "r0 = *(u32 *)(r1 + 0x4)"),
+    ("81 10 f8ff 00000000", "r0 = *(s32 *)(r1 - 0x8)"),
+    ("7a 0a f8ff fbffffff", "*(u64 *)(r10 - 0x8) = -5"),
+    ("63 1a fcff 00000000", "*(u32 *)(r10 - 0x4) = r1"),
+    ("20 00 0000 fbffffff", "r0 = *(u32 *)skb[-5]"),
+    ("40 10 0000 0000e0ff", "r0 = *(u32 *)skb[r1 - 0x200000]"),
+    ("ce 21 fdff 00000000", "if w1 s< w2 goto -3"),
+    ("45 01 0200 03000000", "if r1 & 3 goto +2"),
+    ("06 00 0000 05000000", "gotol +5"),
+    ("e5 00 0100 00000000", "may_goto +1"),
+    ("85 00 0000 01000000", "call 1"),
+    ("85 10 0000 feffffff", "call pc-2"),
+    ("85 20 0000 05000000", "call kfunc(5)"),
+    ("8d 03 0000 00000000", "callx r3"),
+    ("c3 21 0000 00000000", "lock *(u32 *)(r1 + 0x0) += w2"),
+    ("db 21 0000 51000000", "r2 = atomic_fetch_and((u64 *)(r1 + 0x0), r2)"),
+    ("c3 21 0000 e1000000", "w2 = xchg32_32(r1 + 0x0, w2)"),
+    ("db 21 0800 f1000000", "r0 = cmpxchg_64(r1 + 0x8, r0, r2)"),
+    ("cb 21 0000 10010000", "store_release((u16 *)(r1 + 0x0), w2)"),
+    ("db 10 0000 00010000", "r0 = load_acquire((u64 *)(r1 + 0x0))"),
+    ("21 10 0400 00000000", "probe_mem r0 = *(u32 *)(r1 + 0x4)"),
+    ("fb 21 0000 00000000", "probe_atomic lock *(u64 *)(r1 + 0x0) += r2"),
+    ("95 00 0000 00000000", "exit"),
+    ("95 01 0000 00000000", ".8byte 0x0000000000000195"),
+    ("18 01 0000 05000000", ".8byte 0x0000000500000118"),     # ld_imm64 without its second slot
+]
+
+
+@pytest.mark.parametrize("raw,text", PRINTED, ids=[t for _, t in PRINTED])
+def test_printed_style(raw, text):
+    assert format_insn(*slots(raw)) == text
+
+
+def test_ld_imm64_prints_as_one_line():
+    assert disassemble(slots("18 01 0000 88776655", "00 00 0000 44332211", "95 00 0000 00000000")) == \
+        ["r1 = 0x1122334455667788 ll", "exit"]
+    assert format_insn(*slots("18 21 0000 02000000", "00 00 0000 08000000")) == "r1 = map_value(2) + 0x8 ll"
+
+
+def test_labels_name_targets_that_start_a_line():
+    prog = assemble("r1 = 5 ll; if r1 > 3 goto l; call f; r2 = f ll; l: exit; f: r0 = 0; exit").insns
+    assert disassemble(prog) == ["r1 = 0x5 ll", "if r1 > 3 goto +3", "call pc+3", "r2 = func(2) ll",
+                                 "exit", "r0 = 0", "exit"]
+    assert disassemble(prog, labels=True) == ["r1 = 0x5 ll", "if r1 > 3 goto L6", "call L7", "r2 = L7 ll",
+                                              "L6: exit", "L7: r0 = 0", "exit"]
+
 
 # ------------------------------------------------------------------ the kernel selftests
 
@@ -295,6 +357,7 @@ _ASM_START = re.compile(r"\basm\s+volatile\s*\(")
 _MACRO = re.compile(r"^#define\s+(\w+)\(([^)]*)\)[ \t]*((?:.*\\\n)*.*)", re.M)
 _CALL = re.compile(r"(\w+)\s*\(([^()]*)\)")
 _OPERAND = re.compile(r"(__imm|__imm_const|__imm_addr|__imm_ptr|__imm_insn)\(\s*(\w+)|\[(\w+)\]\s*\"(\w+)\"")
+_STATEMENT = re.compile(r"[^;\n]*[^;\n\s][^;\n]*")
 _C_ESCAPES = {"\n": "\n", "n": "\n", "t": "\t", '"': '"', "\\": "\\"}
 # Values of the names __imm_const expressions use (limits.h, errno, filter.h).
 _C_NAMES = {"INT_MIN": -(1 << 31), "INT_MAX": (1 << 31) - 1, "LLONG_MIN": -(1 << 63),
@@ -367,8 +430,9 @@ def _const_value(expr: str, defines: dict[str, str]) -> str:
     expr = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: str(_C_NAMES.get(m.group(), defines.get(m.group(), m.group()))), expr)
     if re.fullmatch(r"[\s\d()+\-*/<>~|&^x a-fA-F]*", expr):
         try:
-            return str(int(eval(expr.replace("/", "//"), {"__builtins__": {}})))  # noqa: S307 (digits and operators only)
-        except (SyntaxError, ZeroDivisionError, TypeError):
+            # eval is safe here: the text is only digits, hex letters and C operators
+            return str(int(eval(expr.replace("/", "//"), {"__builtins__": {}})))  # noqa: S307
+        except (SyntaxError, ZeroDivisionError, TypeError, NameError):
             pass
     return "4"
 
@@ -391,7 +455,7 @@ def _operands(ops: str, defines: dict[str, str]) -> dict[str, str]:
         elif kind in ("__imm_addr", "i"):
             subst[name] = name
         elif kind == "__imm_insn":
-            subst[name] = "0"
+            subst[name] = "0x95"           # some instruction: `exit`
         elif kind == "m":
             subst[name] = "(r10 - 8)"
         else:                      # __imm_ptr / "r": a register the compiler picks
@@ -425,13 +489,13 @@ def test_every_verifier_asm_body_assembles(kernel_selftests):
     for path in files:
         for line, text in asm_bodies(path):
             bodies += 1
-            statements += len([s for s in re.split(r"[;\n]", re.sub(r"/\*.*?\*/", " ", text, flags=re.S)) if s.strip()])
+            statements += len(_STATEMENT.findall(re.sub(r"/\*.*?\*/", " ", text, flags=re.S)))
             try:
                 out = assemble(text, file=path.name, first_line=line, resolve=lambda name: (1, 0))
+                if ".8byte" not in text:          # those hold our __imm_insn placeholder
+                    isa.check(out.insns, file=path.name)    # what we emit, the kernel could decode
             except JitError as e:
                 failures.append(str(e))
-                continue
-            isa.check([i for i in out.insns if i.code != 0 or i != Insn(0)] and [] or [])
     assert not failures, "\n".join(failures[:20])
     # 6.12 has 1,227 asm statements in 95 verifier_*.c files: a much smaller count means
     # the extraction broke, not that the assembler got better.
