@@ -28,6 +28,7 @@ _VERSION = re.compile(r"^[vV](\d+)$")
 _DIFF = re.compile(rb"^(diff --git |--- \S.*\n\+\+\+ )", re.M)
 _BASE = re.compile(rb"^base-commit: ([0-9a-f]{7,64})\s*$", re.M)
 _REPLY = re.compile(r"^\s*(re|aw|fwd?)\s*:", re.I)
+_FROM_LINE = re.compile(rb"^From \S+ .*\d:\d\d")
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,15 @@ def _gunzip(data: bytes, source: str) -> bytes:
 
 
 def _split(data: bytes, source: str) -> list[tuple[bytes, int]]:
-    """Split at `From ` lines (mailbox.mbox's rule), remembering the line each message starts on."""
+    """Split at `From <sender> <date>` lines after a blank line, remembering where each mail starts.
+    Stricter than mailbox.mbox and like git mailsplit (which wants the date's time), so a
+    commit message line such as "From the spec:" does not split a mail."""
     lines = data.splitlines(keepends=True)
     if not lines or not lines[0].startswith(b"From "):
         raise BotError("not an mbox: the first line is not a 'From ' line", file=source, line=1)
     chunks, start = [], 0
     for i, text in enumerate(lines[1:], 1):
-        if text.startswith(b"From "):
+        if _FROM_LINE.match(text) and not lines[i - 1].strip():
             chunks.append((lines[start:i], start + 1))
             start = i
     chunks.append((lines[start:], start + 1))

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 from checks.errors import CheckError
+from checks.interp import check_control_flow
 from checks.machine import (DEFAULT_INSN_LIMIT, DEFAULT_TIME_LIMIT, HelperError, Machine, MachineRun,
                             StopRun, shared_machine)
 from checks.memory_regions import INPUT_BASE, Memory, MemoryFault, Region
@@ -70,9 +72,9 @@ def prog_tag(program: Program) -> str:
     return hashlib.sha1(raw).hexdigest()[:16]
 
 
-def _called_helpers(program: Program) -> set[tuple[int, int]]:
-    return {(i.src, i.imm & 0xFFFFFFFF) for i in program.insns
-            if i.is_call and i.source == isa.K and i.src in (isa.CALL_HELPER, isa.PSEUDO_KFUNC_CALL)}
+def _called_helpers(program: Program) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted({(i.src, i.imm & 0xFFFFFFFF) for i in program.insns if i.is_call
+                         and i.source == isa.K and i.src in (isa.CALL_HELPER, isa.PSEUDO_KFUNC_CALL)}))
 
 
 def _compiler():
@@ -85,6 +87,14 @@ def _compiler():
     return compile_program
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """A program ready to run on the machine."""
+    image: Image
+    tag: str                                # the kernel's prog tag, for `bpf_prog_<tag>_<name>`
+    calls: tuple[tuple[int, int], ...]      # (src, imm) of every helper and kfunc it calls
+
+
 class JitEngine:
     """Runs programs through the x86-64 JIT on the emulated machine."""
     name = "jit"
@@ -93,56 +103,68 @@ class JitEngine:
                  time_limit: float = DEFAULT_TIME_LIMIT):
         self.machine = machine or shared_machine()
         self.kasan, self.asan_address, self.time_limit = kasan, asan_address, time_limit
-        self._images: OrderedDict[Program, tuple[Image, str]] = OrderedDict()
+        self._cache: OrderedDict[Program, Compiled] = OrderedDict()
+        self._last: tuple = (None, None, None)          # (program, resolver, Compiled)
         self._memory: Memory | None = None
         self.last_run: MachineRun | None = None      # the machine's own view, with the oops
 
-    def compile(self, program: Program) -> tuple[Image, str]:
-        """The image and tag of `program` (cached). Every helper it calls gets a stub, so one
-        nobody serves fails when it is called, as in the interpreter, not at compile time."""
-        cached = self._images.get(program)
-        if cached is not None:
-            self._images.move_to_end(program)
-            return cached
-        for src, imm in _called_helpers(program):
+    def prepare(self, program: Program, resolve_pseudo: PseudoResolver | None = None) -> Compiled:
+        """`program` with its pseudo loads resolved, checked and compiled (cached). The same
+        Program object again costs nothing: scanning or hashing a big one costs more than a run."""
+        last_program, last_resolver, last = self._last
+        if program is last_program and resolve_pseudo is last_resolver:
+            return last
+        resolved = resolve_pseudo_loads(program, resolve_pseudo)
+        compiled = self._cache.get(resolved)
+        if compiled is None:
+            compiled = self._compile(resolved)
+            self._cache[resolved] = compiled
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(resolved)
+        self._last = (program, resolve_pseudo, compiled)
+        return compiled
+
+    def _compile(self, program: Program) -> Compiled:
+        """Every helper the program calls gets a stub, so one nobody serves fails when it is
+        called, as in the interpreter, not at compile time."""
+        isa.check(program.insns, file=program.file or None)     # refuse what the interpreter
+        check_control_flow(program)                             # refuses, and alike
+        calls = _called_helpers(program)
+        for src, imm in calls:
             if not self.machine.has_helper(src, imm):
                 self.machine.register_helper(imm, None, src=src)
         target = self.machine.target(kasan=self.kasan, asan_address=self.asan_address)
-        entry = (_compiler()(program, target), prog_tag(program))
-        self._images[program] = entry
-        if len(self._images) > _CACHE_SIZE:
-            self._images.popitem(last=False)
-        return entry
+        return Compiled(_compiler()(program, target), prog_tag(program), calls)
 
     def run(self, program: Program, mem: bytes, *, helpers=None, insn_limit: int = DEFAULT_INSN_LIMIT,
             unwind_helper: int | None = None, kfuncs=None,
             resolve_pseudo: PseudoResolver | None = None) -> EngineResult:
-        program = resolve_pseudo_loads(program, resolve_pseudo)
-        image, tag = self.compile(program)
+        compiled = self.prepare(program, resolve_pseudo)
         m = self.machine
         m.reset()
         addr, view = m.alloc("mem", len(mem), at=INPUT_BASE)
         view[:] = mem
-        self._serve(program, helpers or {}, kfuncs or {}, unwind_helper, addr, view)
-        r = m.run(image, (addr if mem else 0, len(mem)), insn_limit=insn_limit,
-                  time_limit=self.time_limit, tag=tag)
+        self._serve(compiled.calls, helpers or {}, kfuncs or {}, unwind_helper, addr, view)
+        r = m.run(compiled.image, (addr if mem else 0, len(mem)), insn_limit=insn_limit,
+                  time_limit=self.time_limit, tag=compiled.tag)
         self.last_run = r
         error = "\n".join(r.fault.lines) if r.fault else r.error
         return EngineResult(r.r0 if r.r0 is not None else 0, r.insns, bytes(view), error,
                             r.error_insn)
 
-    def _serve(self, program: Program, helpers, kfuncs, unwind_helper, addr: int, view) -> None:
+    def _serve(self, calls, helpers, kfuncs, unwind_helper, addr: int, view) -> None:
         """Point each helper stub the program uses at this run's handler."""
         stack = self.machine.stack
         self._memory = Memory([Region("stack", stack.start, stack.view),
                                Region("mem", addr, view)])
-        for src, imm in _called_helpers(program):
-            table = kfuncs if src == isa.PSEUDO_KFUNC_CALL else helpers
-            fn = table.get(imm)
-            kind = "kfunc" if src == isa.PSEUDO_KFUNC_CALL else "helper"
-            unwind = kind == "helper" and imm == unwind_helper
-            self.machine.register_helper(imm, fn and self._adapt(fn, f"{kind} {imm}", unwind),
-                                         src=src, name=f"{kind} {imm}")
+        for src, imm in calls:
+            kfunc = src == isa.PSEUDO_KFUNC_CALL
+            fn = (kfuncs if kfunc else helpers).get(imm)
+            label = f"{'kfunc' if kfunc else 'helper'} {imm}"
+            unwind = not kfunc and imm == unwind_helper
+            self.machine.register_helper(imm, fn and self._adapt(fn, label, unwind), src=src,
+                                         name=label)
 
     def _adapt(self, fn, label: str, unwind: bool):
         """An interpreter-style helper `fn(memory, r1..r5)` as a machine helper."""

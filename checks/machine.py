@@ -25,9 +25,7 @@ import ctypes
 import mmap
 import os
 import struct
-import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,13 +35,14 @@ from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETC
                      UC_HOOK_INTR, UC_HOOK_MEM_INVALID, UC_HOOK_TLB_FILL, UC_MEM_FETCH,
                      UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_READ, UC_MEM_READ_PROT,
                      UC_MEM_READ_UNMAPPED, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
-                     UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE,
+                     UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_NONE, UC_PROT_READ, UC_PROT_WRITE,
                      UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
 
 from checks import layout
 from checks.errors import CheckError
 from checks.oops import Fault, Location, classify_fault, classify_trap
+from checks.watchdog import Watchdog
 from jit.errors import JitError
 from jit.image import Image, Target
 
@@ -64,6 +63,7 @@ _TEXT_FREE = _TEXT_HELPERS + _MAX_HELPERS * _HELPER_STUB
 # Kernel data slots (offsets into KERNEL_DATA), then free data.
 _D_ARGS, _D_ENTRY, _D_R0, _D_STATUS, _D_BUDGET = 0x00, 0x28, 0x30, 0x38, 0x40
 _D_CALL = 0x80                       # helper call: index, r1..r5, rsp, return value
+_D_SERVED = _D_CALL + 4              # set once Python served the call at the dispatch point
 _DATA_FREE = 0x1000
 _DONE, _OUT_OF_BUDGET = 1, 2
 
@@ -150,47 +150,6 @@ class _Text:
         return self.emit(_riprel(self.at + len(self.code), opcode, target, tail))
 
 
-class _Watchdog:
-    """Stops a run that overstays its wall-time limit, from a polling thread.
-
-    Arming costs two attribute stores. The thread reads the run serial before the deadline, so
-    a stop it sends late can only land on a *later* run, which sees `fired != its serial` and
-    resumes (see unicorn-perf.md section 8)."""
-
-    def __init__(self, uc: Uc, interval: float):
-        self.uc, self.interval = uc, interval
-        self.serial, self.deadline, self.fired = 0, None, -1
-        self.closed = threading.Event()
-        threading.Thread(target=_watch, args=(weakref.ref(self),), daemon=True,
-                         name="bpf-kasan-watchdog").start()
-
-    def arm(self, seconds: float) -> int:
-        self.serial += 1
-        self.deadline = time.monotonic() + seconds
-        return self.serial
-
-    def disarm(self) -> None:
-        self.deadline = None
-
-    def poll(self) -> None:
-        serial, deadline = self.serial, self.deadline
-        if deadline is not None and time.monotonic() > deadline:
-            self.fired = serial
-            self.uc.emu_stop()
-
-
-def _watch(ref: "weakref.ref[_Watchdog]") -> None:
-    while True:
-        dog = ref()
-        if dog is None or dog.closed.is_set():
-            return
-        interval, closed = dog.interval, dog.closed
-        dog.poll()
-        del dog                      # hold no reference while sleeping, so the machine can die
-        if closed.wait(interval):
-            return
-
-
 class Machine:
     """The emulated kernel. Create once per process (`shared_machine()`), reuse for every run.
 
@@ -223,13 +182,14 @@ class Machine:
         self._loaded: Image | None = None
         self._loaded_len = 0
         self._fault_access: tuple[int, int, int] | None = None
+        self._guards: list[tuple[int, int]] = []
         self._trap: int | None = None
         self._install_stubs()
         self._install_hooks()
         self.uc.reg_write(UC_X86_REG_RSP, ENTRY_RSP)
         self.uc.reg_write(UC_X86_REG_RIP, self.entry)
         self._context = self.uc.context_save()
-        self._watchdog = _Watchdog(self.uc, watchdog_interval)
+        self._watchdog = Watchdog(self.uc.emu_stop, watchdog_interval)
 
     # ---------------------------------------------------------------- memory map
 
@@ -243,10 +203,23 @@ class Machine:
         return region
 
     def region_at(self, addr: int) -> Region | None:
+        """The mapped region holding `addr` (None in a hole or a guard page)."""
         for r in self.regions:
             if r.start <= addr < r.end:
-                return r
+                return None if self._guards and self._in_guard(addr) else r
         return None
+
+    def _in_guard(self, addr: int) -> bool:
+        return any(lo <= addr < hi for lo, hi in self._guards)
+
+    def guard(self, addr: int, size: int) -> None:
+        """Make [addr, addr+size) of the direct map fault like unmapped memory (a slab's guard
+        page), for good. Page-aligned; costs a region split, so keep them few (tens)."""
+        if addr % layout.PAGE or size % layout.PAGE or size <= 0 \
+                or self.heap.offset(addr, size) is None:
+            raise CheckError(f"guard {addr:#x}+{size:#x}: must be whole pages of the direct map")
+        self.uc.mem_protect(addr, size, UC_PROT_NONE)
+        self._guards.append((addr, addr + size))
 
     def _tlb_fill(self, uc, vaddr, access, entry, _user) -> bool:
         # Identity translation with the region's own permissions plus nothing else, so stores
@@ -275,7 +248,7 @@ class Machine:
         # Helper dispatch: each helper stub is `mov eax, index; jmp dispatch`; the dispatcher
         # spills the arguments to data slots, so the one Python hook reads memory, not registers.
         self._dispatch = t.at + len(t.code)
-        t.riprel(b"\x89\x05", slot(_D_CALL))                 # mov [call.index], eax
+        t.riprel(b"\x48\x89\x05", slot(_D_CALL))             # mov [call.index], rax (clears .served)
         for i, opcode in enumerate(_STORE_ARG):               # mov [call.r1+8i], rdi/.../r8/rsp
             t.riprel(opcode, slot(_D_CALL + 8 + 8 * i))
         self._dispatch_hook = t.emit(b"\x90")                 # nop: the Python handler runs here
@@ -301,6 +274,7 @@ class Machine:
         entry filled meanwhile take the slow path (measured: loads and stores 4-5x slower). So
         the hook lives only while the faulting instruction is executed once more (x86 faults
         are precise: nothing was changed), and the TLB and translations it touched are dropped."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)       # so the access misses again
         hook = self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
         try:
             self.uc.emu_start(rip, self.exit_marker, count=1)
@@ -323,6 +297,7 @@ class Machine:
             raise HelperError(f"call to unknown {name}")
         ret = fn(self, r1, r2, r3, r4, r5)
         struct.pack_into("<Q", self.kdata.view, _D_CALL + 0x40, ret & MASK64)
+        self.kdata.view[_D_SERVED] = 1
 
     def caller_insn(self) -> int | None:
         """The BPF slot of the `call` that entered the helper being served (for its messages)."""
@@ -547,6 +522,8 @@ class Machine:
             if self._watchdog.fired == serial:
                 return "timeout"
             begin = self.uc.reg_read(UC_X86_REG_RIP)
+            if begin == self._dispatch_hook and self.kdata.view[_D_SERVED]:
+                begin += 1                    # stopped right after the hook: never serve twice
             if begin == self.exit_marker:     # returned without the trampoline: treat as done
                 return None
 

@@ -2,14 +2,23 @@
 
 Functions are laid out one after another, each as
     prologue | code of its slots | out-of-line KASAN slow paths | budget stub (if used)
+`Image.insn_offsets[i]` is where slot i's code starts, except that a function's first slot
+starts at the function (its prologue counts as part of it, as bpftool shows it); the extra
+last entry is the image length. The second slot of an ld_imm64 has no code of its own.
+
 Passes repeat until the image length stops changing (first estimate 64 bytes per slot, at most
 20 passes, NOP padding from pass 15 so code can no longer shrink); one more pass must then give
 exactly the same layout, or the compile fails, as the kernel's `proglen != oldproglen`. Slots
-whose code cannot change length are emitted once; only jumps (and the like) are re-emitted.
-rel32 fields that point at helpers, `__asan_*`, functions and slow paths are patched last.
+whose code cannot change length are emitted once (identical slots share their code); only
+jumps and the like are re-emitted. rel32 fields that point at helpers, `__asan_*`, functions
+and slow paths are patched last.
+
+Input contract: ld_imm64 map references must already hold final addresses (see emit_mem);
+without a verifier, the checks the JIT depends on are done here (flow_check), and register
+divisors get the verifier's runtime guards (emit_alu).
 
 Owns: passes, layout, Image assembly. Per-class code lives in emit_alu/emit_mem/emit_atomic/
-emit_jmp, KASAN in kasan. Must not import capstone, unicorn, checks/ or bot/.
+emit_jmp, KASAN in kasan, tail calls in tail_call. Must not import capstone, unicorn, checks/ or bot/.
 """
 from __future__ import annotations
 
@@ -22,11 +31,12 @@ from jit.emit_ctx import ABS, BACK, FUNC, SLOW, STUB, Chunk, EmitCtx
 from jit.emit_jmp import emit_jmp_class
 from jit.emit_mem import emit_ld, emit_ldx, emit_st, emit_stx_mem
 from jit.errors import JitError
-from jit.flow_check import check_flow, imm64_tails
+from jit.flow_check import check_flow, check_slots, imm64_tails
 from jit.frame import build_frames, emit_prologue
 from jit.image import KASAN_MODES, CheckSite, FuncImage, Image, Target
 from jit.isa import Insn
 from jit.program import Program
+from jit.tail_call import TAIL_CALL_HELPER
 from jit.x86 import REL32_JMP_LEN, emit_nops, is_simm32
 
 MAX_PASSES = 20
@@ -79,10 +89,10 @@ class _Compiler:
         insns = program.insns
         if not insns:
             raise JitError("empty program", file=program.file or None)
-        isa.check(insns, file=program.file or None)
-        frames = build_frames(program)
         self.tails = imm64_tails(insns)
         try:
+            check_slots(insns, program.file or None)
+            frames = build_frames(program, tail_calls=_makes_tail_calls(insns, target))
             check_flow(insns, frames, self.tails)
         except JitError as e:
             raise self._located(e, e.insn)
@@ -94,10 +104,12 @@ class _Compiler:
                            start=[FIRST_ESTIMATE * (pc + 1) for pc in range(n)],
                            end=[FIRST_ESTIMATE * (pc + 2) for pc in range(n)],
                            func_offset=[FIRST_ESTIMATE * f.start for f in frames],
-                           cleanup=[None] * len(frames), first_exit=[_first_exit(insns, f) for f in frames])
+                           first_exit=[_first_exit(insns, f) for f in frames])
         self.prologues = [bytes(emit_prologue(f)) for f in frames]
         self.chunks: list[Chunk | None] = [None] * n
         self.stub_offset = [0] * len(frames)
+        self.slow_len = [0] * len(frames)
+        self.tail_len: list[int | None] = [None] * len(frames)     # slow paths + stub, per function
         self._same_code: dict[Insn, Chunk] = {}       # identical slots share one (read-only) chunk
 
     def run(self) -> Image:
@@ -121,44 +133,48 @@ class _Compiler:
     # --- passes -----------------------------------------------------------------------------
 
     def _pass(self, padding: bool) -> int:
-        ctx = self.ctx
-        ctx.padding = padding
+        ctx, chunks, start, end = self.ctx, self.chunks, self.ctx.start, self.ctx.end
         pos = 0
         for index, frame in enumerate(ctx.frames):
             ctx.func_offset[index] = pos
             pos += len(self.prologues[index])
-            slow_len, uses_stub = 0, False
             for pc in range(frame.start, frame.stop):
-                ctx.start[pc] = pos
-                if ctx.first_exit[index] == pc:
-                    ctx.cleanup[index] = pos
-                chunk = self.chunks[pc]
+                start[pc] = pos
+                chunk = chunks[pc]
                 if chunk is None or chunk.dynamic:
-                    chunk = self.chunks[pc] = self._emit(pc, frame, padding)
+                    chunk = chunks[pc] = self._emit(pc, frame, padding)
                 pos += len(chunk.code)
-                ctx.end[pc] = pos
-                for slow in chunk.slow:
-                    slow_len += len(slow.code)
-                uses_stub = uses_stub or chunk.uses_stub
-            self.stub_offset[index] = pos + slow_len
-            pos += slow_len + (REL32_JMP_LEN if uses_stub else 0)
+                end[pc] = pos
+            pos = self._out_of_line(index, frame, pos)
         return pos
+
+    def _out_of_line(self, index: int, frame, pos: int) -> int:
+        """Lay out the function's slow paths and budget stub from `pos`. Their sizes are known
+        after the first pass: only static chunks have slow paths, and whether a slot needs the
+        stub does not depend on the layout."""
+        if self.tail_len[index] is None:
+            slots = self.chunks[frame.start:frame.stop]
+            self.slow_len[index] = sum(len(s.code) for c in slots for s in c.slow)
+            self.tail_len[index] = self.slow_len[index] + (REL32_JMP_LEN if any(c.uses_stub for c in slots) else 0)
+        self.stub_offset[index] = pos + self.slow_len[index]
+        return pos + self.tail_len[index]
 
     def _emit(self, pc: int, frame, padding: bool) -> Chunk:
         ctx = self.ctx
         insn = ctx.insns[pc]
         if pc in self.tails:
             return Chunk()
-        chunk = self._same_code.get(insn) if insn.cls in _SLOT_ONLY else None
-        if chunk is not None:
-            return chunk
+        cls = insn.code & 0x07
+        slot_only = cls in _SLOT_ONLY
+        if slot_only and insn in self._same_code:
+            return self._same_code[insn]
         chunk = ctx.out = Chunk()
         ctx.pc, ctx.frame = pc, frame
         try:
-            _EMITTERS[insn.cls](ctx, insn)
+            _EMITTERS[cls](ctx, insn)
         except JitError as e:
             raise self._located(e, pc)
-        if insn.cls in _SLOT_ONLY:
+        if slot_only:
             self._same_code[insn] = chunk
         prev_len = ctx.end[pc] - ctx.start[pc]
         if padding and chunk.dynamic and len(chunk.code) < prev_len:
@@ -233,6 +249,13 @@ class _Compiler:
                 where = self.ctx.start[pc] if s.slow is None else slow_at[pc, s.slow]
                 sites.append(CheckSite(pc, where + s.ret_at, s.size, s.is_write, s.base_reg, s.off))
         return tuple(sites)
+
+
+def _makes_tail_calls(insns, target: Target) -> bool:
+    """Tail calls are emitted inline (jit/tail_call.py) when the machine declares support for
+    them; otherwise helper 12 is called like any helper."""
+    return target.tail_call_address is not None and any(
+        i.code == (isa.JMP | isa.CALL) and i.src == isa.CALL_HELPER and i.imm == TAIL_CALL_HELPER for i in insns)
 
 
 def _first_exit(insns, frame) -> int | None:

@@ -30,6 +30,7 @@ KFUNC_TEXT = KERNEL_TEXT + 0x400000          # kfunc ids get their own range, ap
 ASAN_TEXT = KERNEL_TEXT + 0x800000
 BUDGET_COUNTER = 0xFFFFFFFF82000040
 BUDGET_EXHAUSTED = KERNEL_TEXT + 0x900000
+TAIL_CALLS_INLINE = KERNEL_TEXT + 0xA00000     # only its presence matters: tail calls compile inline
 NO_TAG = "0" * 16
 _BYTES_WIDTH = 30
 
@@ -58,6 +59,7 @@ def listing_target(kasan: str = "off", budget: bool = False) -> tuple[Target, di
     """A Target with the dummy addresses, and the (address -> name) map it fills while compiling."""
     kernel = _DummyKernel()
     target = Target(IMAGE_BASE, kernel.call_address, kernel.asan_address, kasan=kasan,
+                    tail_call_address=TAIL_CALLS_INLINE,
                     budget_address=BUDGET_COUNTER if budget else None,
                     budget_exhausted_address=BUDGET_EXHAUSTED if budget else None)
     return target, kernel.names

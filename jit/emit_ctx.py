@@ -74,9 +74,7 @@ class EmitCtx:
     start: list[int]
     end: list[int]
     func_offset: list[int]                  # per frame, image offset of its prologue
-    cleanup: list[int | None]               # per frame, offset of the epilogue (the first EXIT)
-    first_exit: list[int | None]            # per frame, slot of the first EXIT
-    padding: bool = False
+    first_exit: list[int | None]            # per frame, slot of the first EXIT (its epilogue)
     pc: int = 0
     frame: Frame | None = None
     out: Chunk | None = None

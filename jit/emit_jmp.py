@@ -14,18 +14,20 @@ Owns: control flow. Must not import capstone, unicorn, checks/ or bot/.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from jit import isa
 from jit.emit_ctx import ABS, FUNC, STUB, EmitCtx
 from jit.errors import JitError
-from jit.frame import emit_epilogue
+from jit.frame import BPF_TO_X86, emit_epilogue
 from jit.isa import Insn
+from jit.tail_call import TAIL_CALL_HELPER, emit_load_tcc_ptr, emit_tail_call
 from jit.x86 import (OP_CMP, OP_TEST, Cond, Ext, Reg, emit_alu_ri, emit_call_reg, emit_jcc8, emit_jcc32,
                      emit_jmp8, emit_jmp32, emit_mem_ri, emit_op_rr, emit_sub_abs_imm, emit_test_ri)
 
 CONDITIONS = {isa.JEQ: Cond.E, isa.JNE: Cond.NE, isa.JSET: Cond.NE, isa.JGT: Cond.A, isa.JLT: Cond.B,
               isa.JGE: Cond.AE, isa.JLE: Cond.BE, isa.JSGT: Cond.G, isa.JSLT: Cond.L,
               isa.JSGE: Cond.GE, isa.JSLE: Cond.LE}
-TAIL_CALL_HELPER = 12
 
 
 def is_short_jump(rel: int) -> bool:
@@ -38,7 +40,7 @@ def emit_jmp_class(ctx: EmitCtx, insn: Insn) -> None:
     if op == isa.JA:
         emit_branch(ctx, None, insn.jump_target(ctx.pc))
     elif op in CONDITIONS:
-        _emit_compare(ctx, insn)
+        ctx.out.code += _compare(insn)
         emit_branch(ctx, CONDITIONS[op], insn.jump_target(ctx.pc))
     elif op == isa.CALL:
         _emit_call(ctx, insn)
@@ -50,17 +52,20 @@ def emit_jmp_class(ctx: EmitCtx, insn: Insn) -> None:
         raise JitError(f"unknown jump opcode 0x{insn.code:02x}")
 
 
-def _emit_compare(ctx: EmitCtx, insn: Insn) -> None:
-    """Set flags for a conditional jump: `test` for JSET and for comparisons with 0, else `cmp`."""
-    out, is64, dst = ctx.out.code, insn.cls == isa.JMP, ctx.reg(insn.dst)
+@lru_cache(maxsize=1024)
+def _compare(insn: Insn) -> bytes:
+    """Set flags for a conditional jump: `test` for JSET and for comparisons with 0, else `cmp`.
+    (Cached: jumps are emitted again in every pass.)"""
+    out, is64, dst = bytearray(), insn.cls == isa.JMP, BPF_TO_X86[insn.dst]
     if insn.source == isa.X:
-        emit_op_rr(out, OP_TEST if insn.op == isa.JSET else OP_CMP, dst, ctx.reg(insn.src), is64)
+        emit_op_rr(out, OP_TEST if insn.op == isa.JSET else OP_CMP, dst, BPF_TO_X86[insn.src], is64)
     elif insn.op == isa.JSET:
         emit_test_ri(out, dst, insn.imm, is64)
     elif insn.imm == 0:
         emit_op_rr(out, OP_TEST, dst, dst, is64)
     else:
         emit_alu_ri(out, Ext.CMP, dst, insn.imm, is64, rax_short=False)
+    return bytes(out)
 
 
 def emit_branch(ctx: EmitCtx, cond: int | None, target_slot: int) -> None:
@@ -109,6 +114,10 @@ def _emit_budget_charge(ctx: EmitCtx, slots: int) -> None:
 
 def _emit_call(ctx: EmitCtx, insn: Insn) -> None:
     chunk = ctx.out
+    if ctx.frame.tail_calls and insn.src == isa.CALL_HELPER and insn.imm == TAIL_CALL_HELPER:
+        emit_tail_call(ctx)
+        return
+    emit_load_tcc_ptr(ctx)
     if insn.source == isa.X:                      # callx: absolute address in dst
         if ctx.target.budget_address is not None:
             _emit_budget_charge(ctx, len(ctx.insns))
@@ -132,7 +141,7 @@ def _emit_exit(ctx: EmitCtx) -> None:
     chunk = ctx.out
     chunk.dynamic = True
     chunk.jump_at = 0
-    rel = ctx.cleanup[index] - ctx.end[ctx.pc]
+    rel = ctx.start[ctx.first_exit[index]] - ctx.end[ctx.pc]      # emitted earlier in this pass
     (emit_jmp8 if is_short_jump(rel) else emit_jmp32)(chunk.code, rel)
 
 

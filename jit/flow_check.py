@@ -7,9 +7,33 @@ Owns: structural validation. Must not import capstone, unicorn, checks/ or bot/.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from jit import isa
 from jit.errors import JitError
 from jit.frame import Frame
+
+
+def check_slots(insns, file: str | None) -> None:
+    """`isa.check`, one instruction (or ld_imm64 pair) at a time through a cache: programs
+    repeat their instructions, and the JIT validates every program it compiles."""
+    pc, n = 0, len(insns)
+    while pc < n:
+        width = 2 if insns[pc].is_ld_imm64 and pc + 1 < n else 1
+        refusal = _refusal(tuple(insns[pc:pc + width]))
+        if refusal:
+            message, at = refusal
+            raise JitError(message, file=file, insn=pc + at)
+        pc += width
+
+
+@lru_cache(maxsize=4096)
+def _refusal(slots: tuple) -> tuple[str, int] | None:
+    try:
+        isa.check(slots)
+    except JitError as e:
+        return e.message, e.insn or 0
+    return None
 
 
 def imm64_tails(insns) -> set[int]:

@@ -30,6 +30,8 @@ class MapDef:
     values: tuple[tuple[int, str], ...] = ()
     # Initial contents of value slots (index -> bytes), e.g. .data/.rodata sections.
     initial: tuple[tuple[int, bytes], ...] = ()
+    # The template of the inner maps of an array_of_maps / hash_of_maps.
+    inner: "MapDef | None" = None
 
 
 @dataclass(frozen=True)

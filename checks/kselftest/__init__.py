@@ -8,6 +8,6 @@ declarations) → `annotations` / `maps` / `ctypes_layout` / `operands` → `lin
 Owns: reading test sources. Must not import github or anything from bot/.
 """
 from checks.kselftest.case import SelftestCase
-from checks.kselftest.importer import load_cases
+from checks.kselftest.importer import is_selftest_source, load_cases
 
-__all__ = ["SelftestCase", "load_cases"]
+__all__ = ["SelftestCase", "is_selftest_source", "load_cases"]

@@ -46,7 +46,8 @@ _ARCH = "X86_64"                          # the arch this importer emulates
 class Annotated:
     """What a function's declaration says besides its name and type."""
     sec: str | None = None
-    tags: list[str] = field(default_factory=list)
+    sec_line: int | None = None
+    tags: list[tuple[str, int]] = field(default_factory=list)     # (BTF decl tag, source line)
     naked: bool = False
     unknown: list[str] = field(default_factory=list)
     error: CheckError | None = None       # the declaration could not be read
@@ -64,15 +65,15 @@ def read(prefix: tuple[Tok, ...] | list[Tok], *, file: str | None = None) -> Ann
             continue
         name = t.text
         if name == "SEC" and args is not None:
-            out.sec = _strings(args, name, file)
+            out.sec, out.sec_line = _strings(args, name, file), t.line
         elif name == "__attribute__" and args is not None:
             _attribute(args, out, file)
         elif name in _BARE:
-            out.tags.append(_BARE[name])
+            out.tags.append((_BARE[name], t.line))
         elif name in _STRING and args is not None:
-            out.tags.append(_P + _STRING[name] + _strings(args, name, file))
+            out.tags.append((_P + _STRING[name] + _strings(args, name, file), t.line))
         elif name in _STRINGIZED and args is not None:
-            out.tags.append(_P + _STRINGIZED[name] + spell(args))
+            out.tags.append((_P + _STRINGIZED[name] + spell(args), t.line))
         elif name == "__naked":
             out.naked = True
         elif name.startswith("__") and name not in _ATTRIBUTES and name not in BUILTIN_TYPEDEFS:
@@ -110,13 +111,14 @@ def _attribute(args: list[Tok], out: Annotated, file: str | None) -> None:
         if a.text in ("naked", "__naked__"):
             out.naked = True
         elif a.text == "btf_decl_tag" and inner is not None:
-            out.tags.append(_strings(inner, a.text, file))
+            out.tags.append((_strings(inner, a.text, file), a.line))
         elif a.text == "section" and inner is not None:
             out.sec = _strings(inner, a.text, file)
 
 
 @dataclass
 class _Mode:
+    """What one run (privileged or unprivileged) expects."""
     expect_failure: bool = False
     msgs: list[str] = field(default_factory=list)
     xlated: list[str] = field(default_factory=list)
@@ -125,85 +127,99 @@ class _Mode:
     execute: bool = False
 
 
-def expectations(tags: list[str], name: str, *, file: str | None = None, line: int | None = None) -> dict:
-    """SelftestCase fields from the tags, by the rules of test_loader's parse_test_spec."""
-    priv, unpriv = _Mode(), _Mode()
-    spec = dict(description=name, flags=[], log_level=0, arch=[], auxiliary=False,
-                auxiliary_unpriv=False, btf_path=None)
-    modes = set()
-    has_unpriv_result = has_unpriv_retval = collect_jit = False
-    for tag in tags:
-        if not tag.startswith(_P):
-            spec.setdefault("unknown", []).append(f"unknown: tag {tag}")
-            continue
+class _Spec:
+    """test_loader's parse_test_spec: tags in, SelftestCase fields out."""
+
+    def __init__(self, name: str, file: str | None):
+        self.file = file
+        self.priv, self.unpriv = _Mode(), _Mode()
+        self.modes: set[str] = set()
+        self.own_unpriv_result = self.own_unpriv_retval = self.collect_jit = False
+        self.spec = dict(description=name, flags=[], log_level=0, arch=[], auxiliary=False,
+                         auxiliary_unpriv=False, btf_path=None, unknown=[])
+
+    def mode(self, key: str) -> _Mode:
+        """The run a tag is about; using a tag turns that run on."""
+        unpriv = key.endswith("_unpriv")
+        self.modes.add("unpriv" if unpriv else "priv")
+        return self.unpriv if unpriv else self.priv
+
+    def add(self, tag: str, line: int) -> None:
         key, _, value = tag[len(_P):].partition("=")
-        if key in ("expect_success", "expect_failure"):
-            priv.expect_failure = key == "expect_failure"
-            modes.add("priv")
-        elif key in ("expect_success_unpriv", "expect_failure_unpriv"):
-            unpriv.expect_failure = key == "expect_failure_unpriv"
-            modes.add("unpriv")
-            has_unpriv_result = True
+        if not tag.startswith(_P):
+            self.spec["unknown"].append(f"unknown: tag {tag}")
+        elif key.startswith(("expect_success", "expect_failure")):
+            self.mode(key).expect_failure = key.startswith("expect_failure")
+            self.own_unpriv_result |= key.endswith("_unpriv")
         elif key in ("auxiliary", "auxiliary_unpriv"):
-            spec[key] = True
-            modes.add("unpriv" if key.endswith("unpriv") else "priv")
-        elif key in ("expect_msg", "expect_msg_unpriv", "expect_xlated", "expect_xlated_unpriv"):
-            mode = unpriv if key.endswith("unpriv") else priv
-            (mode.msgs if "msg" in key else mode.xlated).append(_skip_counter(value))
-            modes.add("unpriv" if key.endswith("unpriv") else "priv")
+            self.mode(key)
+            self.spec[key] = True
+        elif key.startswith(("expect_msg", "expect_xlated")):
+            mode = self.mode(key)
+            (mode.msgs if key.startswith("expect_msg") else mode.xlated).append(_skip_counter(value))
         elif key in ("jited", "jited_unpriv"):
-            if not spec["arch"]:
-                raise CheckError(f"__{key} used before __arch_*", file=file, line=line)
-            if collect_jit:
-                (unpriv if key.endswith("unpriv") else priv).jited.append(_skip_counter(value))
-                modes.add("unpriv" if key.endswith("unpriv") else "priv")
+            self.jited(key, value, line)
         elif key in ("retval", "retval_unpriv"):
-            mode = unpriv if key == "retval_unpriv" else priv
-            mode.retval, mode.execute = _retval(value, file, line), True
-            modes.add("unpriv" if key == "retval_unpriv" else "priv")
-            has_unpriv_retval = has_unpriv_retval or key == "retval_unpriv"
-        elif key == "log_level":
-            spec["log_level"] = _int(value, "__log_level", file, line)
+            mode = self.mode(key)
+            mode.retval, mode.execute = _retval(value, self.file, line), True
+            self.own_unpriv_retval |= key.endswith("_unpriv")
+        else:
+            self.setting(tag, key, value, line)
+
+    def jited(self, key: str, value: str, line: int) -> None:
+        if not self.spec["arch"]:
+            raise CheckError(f"__{key} used before __arch_*", file=self.file, line=line)
+        if self.collect_jit:          # only the lines after an __arch_ of the arch we emulate
+            self.mode(key).jited.append(_skip_counter(value))
+
+    def setting(self, tag: str, key: str, value: str, line: int) -> None:
+        if key == "log_level":
+            self.spec["log_level"] = _int(value, "__log_level", self.file, line)
         elif key == "prog_flags":
-            spec["flags"].append(value)
+            self.spec["flags"].append(value)
         elif key == "arch":
             if value not in ("X86_64", "ARM64", "RISCV64"):
-                raise CheckError(f"bad arch spec '{value}'", file=file, line=line)
-            spec["arch"].append(value)
-            collect_jit = value == _ARCH
-        elif key == "btf_path":
-            spec["btf_path"] = value
-        elif key == "description":
-            spec["description"] = value
+                raise CheckError(f"bad arch spec '{value}'", file=self.file, line=line)
+            self.spec["arch"].append(value)
+            self.collect_jit = value == _ARCH
+        elif key in ("btf_path", "description"):
+            self.spec[key] = value
         else:
-            spec.setdefault("unknown", []).append(f"unknown: tag {tag}")
-    if not modes:
-        modes.add("priv")
-    if not has_unpriv_result:
-        unpriv.expect_failure = priv.expect_failure
-    if not has_unpriv_retval:
-        unpriv.retval, unpriv.execute = priv.retval, priv.execute
-    for attr in ("msgs", "xlated", "jited"):
-        if not getattr(unpriv, attr):
-            setattr(unpriv, attr, list(getattr(priv, attr)))
-    return _fields(spec, priv, unpriv, modes)
+            self.spec["unknown"].append(f"unknown: tag {tag}")
+
+    def fields(self) -> dict:
+        """The unprivileged run inherits what it does not set itself."""
+        priv, unpriv, spec = self.priv, self.unpriv, self.spec
+        modes = self.modes or {"priv"}
+        if not self.own_unpriv_result:
+            unpriv.expect_failure = priv.expect_failure
+        if not self.own_unpriv_retval:
+            unpriv.retval, unpriv.execute = priv.retval, priv.execute
+        for attr in ("msgs", "xlated", "jited"):
+            if not getattr(unpriv, attr):
+                setattr(unpriv, attr, list(getattr(priv, attr)))
+        runs_unpriv = "unpriv" in modes
+        return dict(
+            description=spec["description"], flags=tuple(spec["flags"]), log_level=spec["log_level"],
+            arch=tuple(spec["arch"]), auxiliary=spec["auxiliary"], auxiliary_unpriv=spec["auxiliary_unpriv"],
+            btf_path=spec["btf_path"], runs_priv="priv" in modes, runs_unpriv=runs_unpriv,
+            expect="failure" if priv.expect_failure else "success",
+            expect_unpriv=("failure" if unpriv.expect_failure else "success") if runs_unpriv else None,
+            retval=priv.retval, retval_unpriv=unpriv.retval if runs_unpriv else None,
+            executes=priv.execute, executes_unpriv=unpriv.execute and runs_unpriv,
+            msgs=tuple(priv.msgs), msgs_unpriv=tuple(unpriv.msgs) if runs_unpriv else (),
+            xlated=tuple(priv.xlated), xlated_unpriv=tuple(unpriv.xlated) if runs_unpriv else (),
+            jited=tuple(priv.jited), jited_unpriv=tuple(unpriv.jited) if runs_unpriv else (),
+            unknown_tags=tuple(spec["unknown"]),
+        )
 
 
-def _fields(spec: dict, priv: _Mode, unpriv: _Mode, modes: set) -> dict:
-    runs_unpriv = "unpriv" in modes
-    return dict(
-        description=spec["description"], flags=tuple(spec["flags"]), log_level=spec["log_level"],
-        arch=tuple(spec["arch"]), auxiliary=spec["auxiliary"], auxiliary_unpriv=spec["auxiliary_unpriv"],
-        btf_path=spec["btf_path"], runs_priv="priv" in modes, runs_unpriv=runs_unpriv,
-        expect="failure" if priv.expect_failure else "success",
-        expect_unpriv=("failure" if unpriv.expect_failure else "success") if runs_unpriv else None,
-        retval=priv.retval, retval_unpriv=unpriv.retval if runs_unpriv else None,
-        executes=priv.execute, executes_unpriv=unpriv.execute and runs_unpriv,
-        msgs=tuple(priv.msgs), msgs_unpriv=tuple(unpriv.msgs) if runs_unpriv else (),
-        xlated=tuple(priv.xlated), xlated_unpriv=tuple(unpriv.xlated) if runs_unpriv else (),
-        jited=tuple(priv.jited), jited_unpriv=tuple(unpriv.jited) if runs_unpriv else (),
-        unknown_tags=tuple(spec.get("unknown", ())),
-    )
+def expectations(tags: list[tuple[str, int]], name: str, *, file: str | None = None) -> dict:
+    """SelftestCase fields from (tag, line) pairs, by the rules of test_loader's parse_test_spec."""
+    spec = _Spec(name, file)
+    for tag, line in tags:
+        spec.add(tag, line)
+    return spec.fields()
 
 
 def _skip_counter(value: str) -> str:

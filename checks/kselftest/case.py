@@ -44,6 +44,7 @@ class SelftestCase:
     runs_unpriv: bool = False
     executes: bool = False          # __retval given: BPF_PROG_TEST_RUN after loading
     executes_unpriv: bool = False
+    naked: bool = False             # a __naked function whose body is one asm statement
     unknown_annotations: tuple[str, ...] = ()   # "unknown: NAME" for each annotation not understood
     program: Program | None = None
     skip_reason: str | None = None  # why `program` is None although the test is well formed

@@ -41,6 +41,13 @@ def wrap(value: int, t: IntType) -> int:
     return value
 
 
+def enumerator(value: int) -> Value:
+    """An enum constant: int when it fits, else the first 64-bit type that holds it (as GCC)."""
+    if -(1 << 31) <= value < (1 << 31):
+        return Value(value, INT)
+    return Value(value, LONG if value < (1 << 63) else ULONG)
+
+
 def asm_immediate(v: Value) -> int:
     """The number clang prints for an `"i"` operand: the value sign-extended from its width."""
     return wrap(v.value, IntType(v.type.bits, True))
@@ -198,11 +205,9 @@ class Evaluator:
                 return Value(int(not v.value), INT)
             result = {"-": -v.value, "+": v.value, "~": ~v.value}[tok.text]
             return Value(wrap(result, t), t)
-        if tok.text == "(" and self.layouts is not None:
-            cast = self.layouts.type_at(self.toks, self.pos + 1)
-            if cast is not None and self.peek(cast[1] - self.pos).text == ")":
-                self.pos = cast[1] + 1
-                return self.cast(cast[0], self.unary())
+        cast = self.parenthesized_type()
+        if cast is not None:
+            return self.cast(cast, self.unary())
         if tok.kind == "id" and tok.text in ("sizeof", "_Alignof", "__alignof__"):
             self.pos += 1
             return self.size_query(tok.text != "sizeof")
@@ -246,16 +251,23 @@ class Evaluator:
             raise self.error("cast to a non-integer type in a constant expression")
         return Value(wrap(v.value, t), t)
 
+    def parenthesized_type(self):
+        """A `( type-name )` at the current position: consume it and return the type."""
+        tok = self.peek()
+        if tok is None or tok.text != "(" or self.layouts is None:
+            return None
+        found = self.layouts.type_at(self.toks, self.pos + 1)
+        if found is None or found[1] >= len(self.toks) or self.toks[found[1]].text != ")":
+            return None
+        self.pos = found[1] + 1
+        return found[0]
+
     def size_query(self, align: bool) -> Value:
+        """sizeof / _Alignof of `( type )` or of an expression."""
         layouts = self.need_layouts()
-        if self.peek() is not None and self.peek().text == "(":
-            found = layouts.type_at(self.toks, self.pos + 1)
-            if found is not None and self.peek(found[1] - self.pos) is not None \
-                    and self.peek(found[1] - self.pos).text == ")":
-                self.pos = found[1] + 1
-                ctype = found[0]
-                return Value(layouts.align_of(ctype) if align else layouts.size_of(ctype), ULONG)
-        ctype, self.pos = layouts.expression_type(self.toks, self.pos, file=self.file)
+        ctype = self.parenthesized_type()
+        if ctype is None:
+            ctype, self.pos = layouts.expression_type(self.toks, self.pos, file=self.file)
         return Value(layouts.align_of(ctype) if align else layouts.size_of(ctype), ULONG)
 
     def offsetof(self) -> Value:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from checks.errors import CheckError
-from checks.kselftest.cexpr import INT, IntType, Value, evaluate
+from checks.kselftest.cexpr import IntType, Value, enumerator, evaluate
 from checks.kselftest.tokens import Tok, group_end, split_top, string_value
 
 
@@ -66,7 +66,8 @@ _FIXED = {
     4: ("__u32 u32 uint32_t __be32 __le32 __wsum u_int32_t __kernel_pid_t",
         "__s32 s32 int32_t"),
     8: ("__u64 u64 uint64_t __be64 __le64 __aligned_u64 __aligned_be64 __aligned_le64 size_t "
-        "__kernel_size_t uintptr_t u_int64_t", "__s64 s64 int64_t ssize_t intptr_t ptrdiff_t __kernel_long_t"),
+        "__kernel_size_t uintptr_t u_int64_t",
+        "__s64 s64 int64_t ssize_t intptr_t ptrdiff_t __kernel_long_t"),
 }
 BUILTIN_TYPEDEFS = {name: scalar(name, size, signed)
                     for size, groups in _FIXED.items()
@@ -195,6 +196,7 @@ class Layouts:
         """`struct x`, `struct x { ... }`, `struct { ... }` (and union/enum) at toks[i]."""
         kind = toks[i].text
         i += 1
+        leading = _attributes(toks, i)               # struct __attribute__((packed)) name {...}
         while i < len(toks) and toks[i].text == "__attribute__":
             i = group_end(toks, i + 1)
         name = None
@@ -204,7 +206,8 @@ class Layouts:
         key = f"{kind} {name}" if name else ""
         if i < len(toks) and toks[i].text == "{":
             end = group_end(toks, i)
-            t = self.define_body(kind, key or f"{kind} <anonymous>", toks[i + 1:end - 1], toks, end)
+            t = self.define_body(kind, key or f"{kind} <anonymous>", toks[i + 1:end - 1],
+                                 {**leading, **_attributes(toks, end)})
             if key:
                 self.tags[key] = t
             return t, end
@@ -213,11 +216,10 @@ class Layouts:
         found = self.tag(key)
         return (found if found is not None else CType(kind, 0, 1, key)), i
 
-    def define_body(self, kind: str, key: str, body: list[Tok], toks: list[Tok], end: int) -> CType:
+    def define_body(self, kind: str, key: str, body: list[Tok], attrs: dict) -> CType:
         if kind == "enum":
             self.define_enum(body)
             return scalar(key, 4, False)
-        attrs = _attributes(toks, end)
         members = self.members(body)
         return _lay_out(kind, key, members, packed="packed" in attrs, align=attrs.get("aligned", 1))
 
@@ -235,7 +237,7 @@ class Layouts:
     def constant(self, name: str) -> Value | None:
         """An enumerator of this unit or its parent, else what `lookup` knows."""
         if name in self.enum_values:
-            return Value(self.enum_values[name], INT)
+            return enumerator(self.enum_values[name])
         if self.parent is not None:
             found = self.parent.constant(name)
             if found is not None:

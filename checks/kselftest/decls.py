@@ -11,8 +11,9 @@ from checks.kselftest.tokens import Tok, group_end
 
 _OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
 # bpf_tracing.h macros that write a function's signature: `int BPF_PROG(name, args...)`.
-_SIGNATURE_MACROS = frozenset("BPF_PROG BPF_PROG2 BPF_KPROBE BPF_KRETPROBE BPF_KSYSCALL BPF_KPROBE_SYSCALL "
-                              "BPF_UPROBE BPF_URETPROBE BPF_USDT BPF_STRUCT_OPS BPF_STRUCT_OPS_SLEEPABLE".split())
+_SIGNATURE_MACROS = frozenset("BPF_PROG BPF_PROG2 BPF_KPROBE BPF_KRETPROBE BPF_KSYSCALL "
+                              "BPF_KPROBE_SYSCALL BPF_UPROBE BPF_URETPROBE BPF_USDT BPF_STRUCT_OPS "
+                              "BPF_STRUCT_OPS_SLEEPABLE".split())
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def split(toks: list[Tok]) -> list[Function | Declaration]:
     while i < n:
         text = toks[i].text
         if text == "{" and depth == 0 and _is_function_header(toks, start, i):
-            end = _matching(toks, i)
+            end = _body_end(toks, i)
             items.append(_function(toks[start:i], toks[i + 1:end]))
             i = start = end + 1
             continue
@@ -74,6 +75,20 @@ def _is_function_header(toks: list[Tok], start: int, brace: int) -> bool:
 def _matching(toks: list[Tok], i: int) -> int:
     """Index of the bracket closing the one at toks[i]."""
     return group_end(toks, i) - 1
+
+
+def _body_end(toks: list[Tok], i: int) -> int:
+    """Index of the '}' closing the function body opening at toks[i]. Only braces count, so a
+    body with a broken string (and so an unclosed parenthesis) still ends where it should."""
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j].text == "{":
+            depth += 1
+        elif toks[j].text == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(toks) - 1
 
 
 def _group_start(toks: list[Tok], close: int) -> int:

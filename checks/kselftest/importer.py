@@ -21,10 +21,24 @@ from checks.kselftest.decls import Declaration, Function, split
 from checks.kselftest.linker import FunctionCode, NeedsCompiler, Symbols, assemble_function, link
 from checks.kselftest.source import Preprocessor
 from checks.kselftest.template import Template
-from checks.kselftest.tokens import Tok, group_end, split_top
+from checks.kselftest.tokens import Tok, group_end, split_top, string_value
 from jit.program import MapDef
 
 _ARCH = "X86_64"
+
+
+def is_selftest_source(path: str | pathlib.Path) -> bool:
+    """Whether a file is for `load_cases`: a verifier_*.c, or C with `__naked` SEC programs."""
+    path = pathlib.Path(path)
+    if path.suffix != ".c":
+        return False
+    if path.name.startswith("verifier_"):
+        return True
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return "__naked" in text and "SEC(" in text
 
 
 def load_cases(path: str | pathlib.Path) -> list[SelftestCase]:
@@ -151,6 +165,7 @@ class _Unit:
         asm = self.asm[name]
         if asm is None or not self.annotated(name).naked:
             raise NeedsCompiler(f"needs a compiler: calls C function {name}")
+        _check_template(asm.template, self.file, self.functions[name].line)
         template = Template(asm.template, file=self.file)
         if asm.outputs:
             raise NeedsCompiler("asm outputs: compiler-chosen registers")
@@ -171,7 +186,7 @@ class _Unit:
         try:
             if ann.error is not None:
                 raise ann.error
-            fields = annotations.expectations(ann.tags, fn.name, file=self.file, line=fn.line)
+            fields = annotations.expectations(ann.tags, fn.name, file=self.file)
         except CheckError as e:
             return SelftestCase(**base, description=fn.name, prog_type=None, expect="success",
                                 expect_unpriv=None, retval=None, retval_unpriv=None, error=e)
@@ -194,15 +209,18 @@ class _Unit:
         except CheckError as e:
             error = e.located(file=self.file, line=fn.line)
         return SelftestCase(**base, **fields, prog_type=prog_type, unknown_annotations=unknown,
-                            program=program, skip_reason=skip, error=error)
+                            naked=self.kind_of(fn.name) == "func", program=program,
+                            skip_reason=skip, error=error)
 
     def why_not_imported(self, fn: Function, ann, arch: tuple[str, ...], found) -> str | None:
         if found is None:
-            raise CheckError(f"unknown program section '{ann.sec}'", file=self.file, line=fn.line)
+            raise CheckError(f"unknown program section '{ann.sec}'", file=self.file, line=ann.sec_line)
         if arch and _ARCH not in arch:
             return f"arch {', '.join(a.lower() for a in arch)} only"
-        if not ann.naked or self.asm[fn.name] is None:
+        if self.asm[fn.name] is None:
             return "needs a compiler: C body"
+        if not ann.naked:
+            return "needs a compiler: asm in a function that is not __naked"
         return None
 
 
@@ -223,12 +241,24 @@ def _asm_statement(fn: Function) -> _Asm | None:
     return _Asm(parts[0], parts[1], parts[2])
 
 
+def _check_template(toks: list[Tok], file: str, line: int) -> None:
+    """The template must be string literals only (adjacent ones are joined)."""
+    for t in toks:
+        if t.kind == "bad":
+            raise CheckError(t.text, file=file, line=t.line)
+        if t.kind != "str":
+            raise CheckError(f"asm template: '{t.text}' is not part of a string literal",
+                             file=file, line=t.line)
+    if not toks:
+        raise CheckError("asm statement without a template", file=file, line=line)
+
+
 def _take_section(toks: list[Tok]) -> tuple[str | None, list[Tok]]:
     """The SEC("...") of a declaration, and its tokens without it."""
     for i in range(len(toks) - 2):
         if toks[i].text == "SEC" and toks[i + 1].text == "(":
             end = group_end(toks, i + 1)
-            name = "".join(t.text.strip('"') for t in toks[i + 2:end - 1] if t.kind == "str")
+            name = "".join(string_value(t) for t in toks[i + 2:end - 1] if t.kind == "str")
             return name, toks[:i] + toks[end:]
     return None, toks
 

@@ -36,6 +36,7 @@ class FunctionCode:
     insns: tuple[Insn, ...]
     lines: tuple[SourceLine, ...]
     labels: dict = dataclasses.field(default_factory=dict, compare=False)   # label -> slot
+    statements: tuple[Statement, ...] = ()        # what was assembled, one statement a line
 
 
 class Symbols:
@@ -76,7 +77,7 @@ def assemble_function(name: str, statements: list[Statement], symbols: Symbols, 
         stmt = statements[e.line - 1] if e.line and 0 < e.line <= len(statements) else None
         raise CheckError(f"{name}: {e.message}", file=file, line=stmt.line if stmt else None) from None
     lines = tuple(SourceLine(file or "", statements[n - 1].line, statements[n - 1].text) for n in out.lines)
-    return FunctionCode(name, tuple(out.insns), lines, dict(out.labels))
+    return FunctionCode(name, tuple(out.insns), lines, dict(out.labels), tuple(statements))
 
 
 @dataclass
@@ -121,7 +122,8 @@ class _Linking:
                 raise NeedsCompiler(f"calls kfunc {name}: needs kernel BTF")
             raise CheckError(f"call of {kind} '{name}'", file=self.file, line=line)
         elif kind == "map":
-            self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_MAP_FD, imm=self.index(self.map_of(name)))
+            index = self.index(self.map_of(name))
+            self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_MAP_FD, imm=index)
         elif kind == "var":
             mapdef, offset = self.variable(name)
             self.insns[pc] = dataclasses.replace(insn, imm=self.index(mapdef))

@@ -15,12 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from checks.errors import CheckError
-from checks.kselftest.cexpr import evaluate, wrap, IntType
+from checks.kselftest.cexpr import IntType, evaluate, wrap
 from checks.kselftest.ctypes_layout import CType, Layouts
 from checks.kselftest.tokens import Tok, group_end, spell, split_top, string_value
 from jit.program import MapDef
 
 BPF_F_RDONLY_PROG = 1 << 7
+# Map attributes libbpf knows that do not change what a program sees.
+_IGNORED = frozenset(("numa_node", "pinning", "map_extra"))
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,12 @@ def _attribute(member: list[Tok], attrs: dict, layouts: Layouts, uapi, name: str
     if len(args) != 2 or len(args[0]) != 1:
         raise CheckError(f"map {name}: cannot read '{spell(member)}'", file=file, line=head.line)
     field, value = args[0][0].text, args[1]
+    if head.text in ("__uint", "__ulong") and field in _IGNORED:
+        return
     if head.text in ("__uint", "__ulong") and field == "type":
         attrs["type"] = _map_type(value, uapi, name, file)
-    elif head.text in ("__uint", "__ulong"):
-        number = evaluate(value, lookup=layouts.constant, layouts=layouts, file=file).value
-        if field in attrs:
-            attrs[field] = number
-        # numa_node, pinning and map_extra do not change what a program sees.
+    elif head.text in ("__uint", "__ulong") and field in attrs:
+        attrs[field] = evaluate(value, lookup=layouts.constant, layouts=layouts, file=file).value
     elif head.text == "__type" and field in ("key", "value"):
         found = layouts.type_at(value, 0)
         if found is None or found[1] != len(value):

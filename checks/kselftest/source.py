@@ -55,7 +55,7 @@ class Preprocessor:
     def run(self, text: str) -> list[Tok]:
         out: list[Tok] = []
         pending: list[Tok] = []
-        # Each open conditional: [this branch active, some branch already taken, enclosing active]
+        # Each open conditional: [this branch active, a branch already taken, enclosing active, line]
         stack: list[list[bool]] = []
         for item in tokenize(text):
             active = not stack or stack[-1][0]
@@ -66,7 +66,7 @@ class Preprocessor:
             elif active:
                 pending.append(item)
         if stack:
-            raise CheckError("#if without #endif", file=self.file)
+            raise CheckError("#if without #endif", file=self.file, line=stack[-1][3])
         out.extend(self.expand(pending))
         return out
 
@@ -75,7 +75,7 @@ class Preprocessor:
         name = d.name
         if name in ("if", "ifdef", "ifndef"):
             taken = active and self.condition(d)
-            stack.append([taken, taken, active])
+            stack.append([taken, taken, active, d.line])
         elif name in ("elif", "else", "endif"):
             if not stack:
                 raise CheckError(f"#{name} without #if", file=self.file, line=d.line)
@@ -217,9 +217,11 @@ class Preprocessor:
             else:
                 piece = [t._replace(line=line)]
                 i += 1
-            if paste and not piece and out and out[-1].text == "," and macro.variadic:
-                out.pop()                 # GNU `, ## args` with no args drops the comma
-            elif paste and out and piece:
+            gnu_comma = paste and macro.variadic and out and out[-1].text == "," \
+                and t.text == (macro.params or ("",))[-1]
+            if gnu_comma and not piece:
+                out.pop()                 # GNU `, ## args`: no args, no comma; else no pasting
+            elif paste and out and piece and not gnu_comma:
                 piece = self.paste(out.pop(), piece[0]) + piece[1:]
             paste = False
             out.extend(piece)

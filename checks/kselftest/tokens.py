@@ -16,6 +16,7 @@ class Tok(NamedTuple):
     kind: str      # "id", "num", "str", "chr", "op", or "bad" (text is then the error message)
     text: str
     line: int
+    space: bool = False     # whitespace came before it (for `#` stringizing)
 
 
 class Directive(NamedTuple):
@@ -43,18 +44,19 @@ _DIRECTIVE_BODY = re.compile(r"(?:[^\n\\]|\\[\s\S])*")
 _DIRECTIVE_NAME = re.compile(r"[ \t]*(\w*)")
 
 
-def tokenize(text: str, *, first_line: int = 1) -> list:
-    """All tokens and directives of `text`, in order."""
+def tokenize(text: str, *, first_line: int = 1, directives: bool = True) -> list:
+    """All tokens and directives of `text`, in order (no directives inside a directive)."""
     out: list = []
     line = first_line
     bol = True              # nothing but whitespace since the last newline: a '#' starts a directive
+    space = False
     pos, end = 0, len(text)
     match = _TOKEN.match
     while pos < end:
         m = match(text, pos)
         kind = m.lastgroup
         tok = m.group()
-        if kind == "op" and tok == "#" and bol:
+        if kind == "op" and tok == "#" and bol and directives:
             body = _DIRECTIVE_BODY.match(text, m.end())
             out.append(_directive(body.group(), line))
             line += body.group().count("\n")
@@ -62,16 +64,17 @@ def tokenize(text: str, *, first_line: int = 1) -> list:
             continue
         if kind == "nl":
             line += 1
-            bol = True
+            bol = space = True
         elif kind in ("ws", "comment"):
             line += tok.count("\n")
+            space = True
         elif kind == "bad":
-            out.append(Tok("bad", _bad_message(tok), line))
-            bol = False
+            out.append(Tok("bad", _bad_message(tok), line, space))
+            bol = space = False
         else:
-            out.append(Tok(kind, tok, line))
+            out.append(Tok(kind, tok, line, space))
             line += tok.count("\n")       # only string literals with continuations span lines
-            bol = False
+            bol = space = False
         pos = m.end()
     return out
 
@@ -80,7 +83,7 @@ def _directive(body: str, line: int) -> Directive:
     name = _DIRECTIVE_NAME.match(body)
     rest = body[name.end():]
     rest = rest.replace("\\\n", "")        # line splicing: continuation lines join
-    return Directive(name.group(1), rest.strip(), tokenize(rest, first_line=line), line)
+    return Directive(name.group(1), rest.strip(), tokenize(rest, first_line=line, directives=False), line)
 
 
 def _bad_message(text: str) -> str:
@@ -133,20 +136,8 @@ def char_value(tok: Tok) -> int:
 
 
 def spell(toks) -> str:
-    """Tokens back to text, one space apart where C needs one (for messages and `#` stringizing)."""
-    out = []
-    prev = None
-    for t in toks:
-        if prev is not None and _needs_space(prev, t):
-            out.append(" ")
-        out.append(t.text)
-        prev = t
-    return "".join(out)
-
-
-def _needs_space(a: Tok, b: Tok) -> bool:
-    word = ("id", "num", "str", "chr")
-    return (a.kind in word and b.kind in word) or a.text == ","
+    """Tokens back to text as C's `#` does: one space wherever the source had whitespace."""
+    return "".join((" " if t.space and i else "") + t.text for i, t in enumerate(toks))
 
 
 _OPENERS, _CLOSERS = frozenset("([{"), frozenset(")]}")

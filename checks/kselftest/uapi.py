@@ -1,10 +1,13 @@
 """What `#include <linux/bpf.h>` and `<bpf/bpf_helpers.h>` give a selftest: helper ids, UAPI
 constants (map types, flags), and UAPI struct layouts.
 
-Read from the kernel tree the selftests sit in when it is there (include/uapi/linux/bpf.h,
-tools/lib/bpf/bpf_helper_defs.h), else taken from `uapi_facts`. A few structs are never in
-bpf.h (x86-64 `pt_regs`, `bpf_perf_event_data`, `bpf_nf_ctx`) and always come from the facts.
-Parsed once per header per process; nothing is cached on disk.
+Read from the kernel tree the selftests sit in when it is there: the nearest
+include/uapi/linux/bpf.h above the file (tools/include/uapi, which the selftests compile
+against, comes before the kernel's own include/uapi), and the helper ids of
+tools/lib/bpf/bpf_helper_defs.h, or failing that bpf.h's `FN(name, id, ...)` list. Without a
+tree, everything comes from `uapi_facts`. A few structs are never in bpf.h (x86-64 `pt_regs`,
+`bpf_perf_event_data`, `bpf_nf_ctx`) and always come from the facts. Parsed once per header
+per process; nothing is cached on disk.
 
 Owns: locating and reading the UAPI headers. Must not import unicorn, github or bot/.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 
 from checks.errors import CheckError
 from checks.kselftest import uapi_facts
-from checks.kselftest.cexpr import INT, Value, evaluate
+from checks.kselftest.cexpr import Value, enumerator, evaluate
 from checks.kselftest.constants import builtin
 from checks.kselftest.ctypes_layout import CType, Field, Layouts, array, scalar
 from checks.kselftest.decls import Declaration, split
@@ -41,7 +44,7 @@ class Uapi:
         if name in self._values:
             return self._values[name]
         enum = self.layouts.enum_values.get(name)
-        value = Value(enum, INT) if enum is not None else None
+        value = enumerator(enum) if enum is not None else None
         macro = self.macros.get(name)
         if value is None and macro is not None and macro.params is None and macro.body:
             self._values[name] = None             # a self-referencing macro must not recurse

@@ -105,7 +105,7 @@ def test_malformed_input_is_a_one_line_error(data, message, line):
 
 def test_error_names_the_line_of_the_bad_message(three_patch_repo):
     good = format_patch(three_patch_repo, "HEAD~1")
-    bad = b"From x\nSubject: [PATCH 5/2] broken\n\n"
+    bad = b"From x Mon Sep 17 00:00:00 2001\nSubject: [PATCH 5/2] broken\n\n"
     with pytest.raises(BotError) as e:
         parse_series(good + bad, "bad.mbox")
     assert e.value.line == good.count(b"\n") + 1
@@ -131,3 +131,11 @@ def test_damaged_mbox_gives_a_result_or_our_error(noise, at, splice):
             parse_series(data, "fuzz.mbox")
         except BotError as e:
             assert e.file == "fuzz.mbox"
+
+
+def test_from_at_the_start_of_a_commit_message_line_does_not_split(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, "selftests/bpf: add t\n\nFrom the spec: a map value is 8 bytes.\n\nFrom here on, all good.",
+           insert_test(simple_test("t")))
+    parsed = parse_series(format_patch(repo, "HEAD~1"), "from.mbox")
+    assert len(parsed.patches) == 1 and b"From the spec" in parsed.patches[0].raw

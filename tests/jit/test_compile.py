@@ -6,6 +6,8 @@ import pathlib
 
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jit import compile as jit_compile
 from jit import isa
@@ -343,3 +345,76 @@ def test_ld_abs_calls_the_skb_load_stub_and_returns_zero_when_it_fails():
     assert f"call {helper_address(0, SKB_LOAD_STUB[4]):#x}" in text
     assert text.count("leave") == 3                       # two failure exits and the real one
     check_image(prog, target())
+
+
+# --- generated programs --------------------------------------------------------------------
+
+_REG = st.integers(0, 9)
+_OFF = st.sampled_from([0, 1, -8, 127, 128, -129, 0x7FFF, -0x8000])
+_IMM = st.sampled_from([0, 1, -1, 2, 127, 128, 0x7FFFFFFF, -0x80000000, 31, 63])
+_SIZE = st.sampled_from([isa.B, isa.H, isa.W, isa.DW])
+_ALU_OPS = st.sampled_from([isa.ADD, isa.SUB, isa.MUL, isa.DIV, isa.OR, isa.AND, isa.LSH, isa.RSH,
+                            isa.MOD, isa.XOR, isa.MOV, isa.ARSH])
+
+
+@st.composite
+def _slot(draw, pc: int, length: int):
+    kind = draw(st.sampled_from(["alu", "alu", "mem", "jmp", "atomic", "misc"]))
+    dst, src, off, imm = draw(_REG), draw(st.integers(0, 10)), draw(_OFF), draw(_IMM)
+    if kind == "alu":
+        cls, op = draw(st.sampled_from([isa.ALU, isa.ALU64])), draw(_ALU_OPS)
+        signed = int(op in (isa.DIV, isa.MOD) and draw(st.booleans()))
+        if draw(st.booleans()):
+            return Insn(cls | op | isa.X, dst, draw(_REG), signed, 0)
+        return Insn(cls | op | isa.K, dst, 0, signed, imm if op not in (isa.LSH, isa.RSH, isa.ARSH) else imm & 31)
+    if kind == "mem":
+        size = draw(_SIZE)
+        return draw(st.sampled_from([Insn(isa.LDX | isa.MEM | size, dst, src, off),
+                                     Insn(isa.LDX | isa.MEMSX | (size if size != isa.DW else isa.W), dst, src, off),
+                                     Insn(isa.STX | isa.MEM | size, src, dst, off),
+                                     Insn(isa.ST | isa.MEM | size, src, 0, off, imm)]))
+    if kind == "atomic":
+        op = draw(st.sampled_from(sorted(isa.ATOMIC_OPS)))
+        return Insn(isa.STX | isa.ATOMIC | draw(st.sampled_from([isa.W, isa.DW])), src, dst, off, op)
+    if kind == "jmp":
+        target = draw(st.integers(0, length - 1)) - pc - 1
+        cls = draw(st.sampled_from([isa.JMP, isa.JMP32]))
+        op = draw(st.sampled_from(sorted(isa.JMP_CONDS) + [isa.JA]))
+        if op == isa.JA:
+            return Insn(isa.JMP | isa.JA, 0, 0, target) if cls == isa.JMP else Insn(isa.JMP32 | isa.JA, 0, 0, 0, target)
+        return Insn(cls | op | isa.X, dst, draw(_REG), target) if draw(st.booleans()) else \
+            Insn(cls | op | isa.K, dst, 0, target, imm)
+    return draw(st.sampled_from([EXIT, Insn(isa.JMP | isa.CALL, 0, 0, 0, draw(st.integers(1, 200))),
+                                 Insn(isa.ALU | isa.END | draw(st.sampled_from([isa.TO_LE, isa.TO_BE])), dst, 0, 0,
+                                      draw(st.sampled_from([16, 32, 64]))),
+                                 Insn(isa.JMP | isa.JCOND, 0, 0, draw(st.integers(-pc - 1, length - pc - 2)), 0),
+                                 alu64(isa.NEG, dst)]))
+
+
+@st.composite
+def _programs(draw):
+    length = draw(st.integers(1, 60))
+    slots = [draw(_slot(pc, length + 1)) for pc in range(length)]
+    return Program("gen", tuple(slots) + (EXIT,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_programs(), st.sampled_from(MODES), st.booleans())
+def test_generated_programs_compile_soundly_or_are_refused(prog, kasan, budget):
+    """Any program either compiles to a sound image or gets our JitError, never a crash."""
+    try:
+        check_image(prog, target(kasan, budget))
+    except JitError:
+        pass
+
+
+@pytest.mark.parametrize("kasan", ("off", "inline"))
+def test_kernel_verifier_selftests_compile_soundly(kernel_selftests, kasan):
+    """Every verifier_*.c program the kernel accepts compiles to a sound image (these include
+    verifier_jit_convergence.c, written against jump-size oscillation)."""
+    from checks.kselftest.importer import load_cases
+    accepted = [c.program for path in sorted((kernel_selftests / "progs").glob("verifier_*.c"))
+                for c in load_cases(path) if c.program is not None and c.expect == "success"]
+    assert len(accepted) > 500
+    for prog in accepted:
+        check_image(prog, target(kasan, budget=True))

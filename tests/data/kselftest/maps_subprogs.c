@@ -18,6 +18,7 @@ struct {
 	__type(key, long long);
 	__type(value, record_t);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } records SEC(".maps");
 
 struct {

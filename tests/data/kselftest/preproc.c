@@ -69,7 +69,7 @@ __success __retval(6)
 __naked void macro_built_body(void)
 {
 	asm volatile (
-	LOAD_THEN_ADD(0, FIRST_VALUE)
+	LOAD_THEN_ADD(0, 5)
 	"exit;"
 	::: __clobber_all);
 }
@@ -89,6 +89,6 @@ __naked void continued_template(void)
 }
 
 MAKE_TEST("xdp", alpha, 3);
-MAKE_TEST("tc", beta, TWICE(FIRST_VALUE));
+MAKE_TEST("tc", beta, 20);
 
 char _license[] SEC("license") = "GPL";
