@@ -12,7 +12,8 @@ Differences that are by design, each with its reason:
   interpreter's address, so a program that returns a pointer into it agrees.
 
 Seams for later layers: `resolve_pseudo` (maps: turns ld_imm64 map references into addresses before
-compiling) and `kasan`/`asan_address` (KASAN: how checks are emitted and where `__asan_*` live).
+compiling), `kasan`/`asan_address` (KASAN: how checks are emitted and where `__asan_*` live) and
+`before_run` (poison shadow, set up map values and records once the machine is reset).
 
 Owns: the engine glue. Must not import github or bot/.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from checks.errors import CheckError
@@ -57,8 +58,7 @@ def resolve_pseudo_loads(program: Program, resolve: PseudoResolver | None) -> Pr
         changed = True
     if not changed:
         return program
-    return Program(program.name, tuple(insns), program.maps, program.prog_type, program.funcs,
-                   program.lines, program.file, program.stack_depth)
+    return replace(program, insns=tuple(insns))
 
 
 def prog_tag(program: Program) -> str:
@@ -100,9 +100,13 @@ class JitEngine:
     name = "jit"
 
     def __init__(self, machine: Machine | None = None, *, kasan: str = "off", asan_address=None,
-                 time_limit: float = DEFAULT_TIME_LIMIT):
+                 time_limit: float = DEFAULT_TIME_LIMIT,
+                 before_run: Callable[[Machine], None] | None = None):
         self.machine = machine or shared_machine()
         self.kasan, self.asan_address, self.time_limit = kasan, asan_address, time_limit
+        # Called after the machine is reset and the input placed, before the program runs:
+        # where a KASAN or maps layer poisons shadow, allocates map values, clears its records.
+        self.before_run = before_run
         self._cache: OrderedDict[Program, Compiled] = OrderedDict()
         self._last: tuple = (None, None, None)          # (program, resolver, Compiled)
         self._memory: Memory | None = None
@@ -117,7 +121,7 @@ class JitEngine:
         resolved = resolve_pseudo_loads(program, resolve_pseudo)
         compiled = self._cache.get(resolved)
         if compiled is None:
-            compiled = self._compile(resolved)
+            compiled = self._compile(resolved, prog_tag(program))
             self._cache[resolved] = compiled
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -125,7 +129,7 @@ class JitEngine:
         self._last = (program, resolve_pseudo, compiled)
         return compiled
 
-    def _compile(self, program: Program) -> Compiled:
+    def _compile(self, program: Program, tag: str) -> Compiled:
         """Every helper the program calls gets a stub, so one nobody serves fails when it is
         called, as in the interpreter, not at compile time."""
         isa.check(program.insns, file=program.file or None)     # refuse what the interpreter
@@ -135,7 +139,7 @@ class JitEngine:
             if not self.machine.has_helper(src, imm):
                 self.machine.register_helper(imm, None, src=src)
         target = self.machine.target(kasan=self.kasan, asan_address=self.asan_address)
-        return Compiled(_compiler()(program, target), prog_tag(program), calls)
+        return Compiled(_compiler()(program, target), tag, calls)
 
     def run(self, program: Program, mem: bytes, *, helpers=None, insn_limit: int = DEFAULT_INSN_LIMIT,
             unwind_helper: int | None = None, kfuncs=None,
@@ -146,6 +150,8 @@ class JitEngine:
         addr, view = m.alloc("mem", len(mem), at=INPUT_BASE)
         view[:] = mem
         self._serve(compiled.calls, helpers or {}, kfuncs or {}, unwind_helper, addr, view)
+        if self.before_run is not None:
+            self.before_run(m)
         r = m.run(compiled.image, (addr if mem else 0, len(mem)), insn_limit=insn_limit,
                   time_limit=self.time_limit, tag=compiled.tag)
         self.last_run = r

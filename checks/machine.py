@@ -12,11 +12,12 @@ hands out region permissions; no memory-access hooks; the only hot hook is one U
 the helper dispatch point; runs are bounded by the JIT's instruction budget and a polling
 watchdog thread, never by `count=`.
 
-How a run goes: a trampoline in kernel text loads BPF r1-r5 from data slots, `call`s the image
-(so the return address is the exit marker), stores rax in a slot and marks the run done;
-emu_start stops at the exit marker. Faults are results (`Fault`), never exceptions.
+How a run goes: a trampoline in kernel text loads BPF r1-r5 from data slots and `call`s the
+image; the image returns into the trampoline, which stores rax in a slot, marks the run done and
+reaches the exit marker, where emu_start stops. So a normal run needs no register API call at
+all. Faults are results (`Fault`, see checks.oops), never exceptions.
 
-Owns: regions, TLB fill, code loading, stubs, helper dispatch, the run loop, faults, watchdog.
+Owns: regions, TLB fill, code loading, stubs, helper dispatch, the run loop, fault capture.
 Must not import github or anything from bot/.
 """
 from __future__ import annotations
@@ -389,17 +390,14 @@ class Machine:
 
     def alloc(self, name: str, size: int, *, align: int = 8, redzone: int = 0,
               at: int | None = None) -> tuple[int, memoryview]:
-        """A zeroed object in the direct map for this run (freed by `reset`), followed by
-        `redzone` spare bytes a KASAN layer can poison; at address `at` if given (it must lie
-        above every object allocated so far). Returns (address, view)."""
-        off = (self._heap_top + align - 1) & -align
-        if at is not None:
-            if at - self.heap.start < off:
-                raise CheckError(f"cannot place {name!r} at {at:#x}: below the allocated objects")
-            off = at - self.heap.start
-        if off + size + redzone > self.heap.size:
-            raise CheckError(f"direct map is full: cannot allocate {name!r} ({size} bytes)")
-        self._heap_top = off + size + redzone
+        """An object in the direct map for this run, zeroed, followed by `redzone` spare bytes a
+        KASAN layer can poison. At `at` when given (a slab allocator's own placement), else
+        above everything allocated so far. `reset` frees it. Returns (address, view)."""
+        off = ((self._heap_top + align - 1) & -align) if at is None else at - self.heap.start
+        if off < 0 or off + size + redzone > self.heap.size:
+            raise CheckError(f"cannot allocate {name!r} ({size} bytes) in the direct map"
+                             + (f" at {at:#x}" if at is not None else ": it is full"))
+        self._heap_top = max(self._heap_top, off + size + redzone)
         addr = self.heap.start + off
         self.objects.append(Obj(name, addr, size))
         return addr, self.heap.view[off:off + size]
@@ -524,7 +522,7 @@ class Machine:
             begin = self.uc.reg_read(UC_X86_REG_RIP)
             if begin == self._dispatch_hook and self.kdata.view[_D_SERVED]:
                 begin += 1                    # stopped right after the hook: never serve twice
-            if begin == self.exit_marker:     # returned without the trampoline: treat as done
+            if begin == self.exit_marker:     # jumped there past the trampoline: `run` reports it
                 return None
 
     def _fault(self, crash, image: Image, tag: str) -> Fault:

@@ -20,15 +20,13 @@ from hypothesis import strategies as st
 
 from checks.conformance import (SKIPPED, UBPF_HELPERS, UBPF_UNWIND_HELPER, build_program,
                                 input_memory, parse_file)
-from checks.jit_engine import JitEngine
+from checks.jit_engine import JitEngine, prog_tag
 from checks.runner import InterpEngine
 from jit import isa
 from jit.errors import BpfKasanError
 from jit.isa import Insn
 from jit.program import Program
 from jit.ubpf_asm import disassemble
-
-pytest.importorskip("jit.compile", reason="the JIT (jit/compile.py) is not written yet")
 
 LONG = os.environ.get("BPF_KASAN_LONG") == "1"
 
@@ -61,10 +59,16 @@ def agree(a, b) -> bool:
     return a[0] == b[0] and (a[0] != "ok" or a[1:] == b[1:])
 
 
+def show(result) -> str:
+    if result[0] == "ok":
+        return f"r0 = {result[1]:#x}\nmem = {result[2].hex()}"
+    return f"{result[0]}: {result[1]}"
+
+
 def explain(program: Program, mem: bytes, interp, jit) -> str:
     return (f"interpreter and JIT disagree on {program.name}\n--- program\n"
-            f"{disassemble(program.insns)}--- mem\n{mem.hex()}\n"
-            f"--- interp\n{interp}\n--- jit\n{jit}")
+            f"{disassemble(program.insns)}--- input mem\n{mem.hex()}\n"
+            f"--- interp\n{show(interp)}\n--- jit\n{show(jit)}")
 
 
 def data_files(root: pathlib.Path) -> list[pathlib.Path]:
@@ -262,3 +266,55 @@ def test_both_engines_stop_a_runaway_loop(engines):
     a, b = outcome(engines[0], loop, b"", insn_limit=10_000), outcome(engines[1], loop, b"",
                                                                        insn_limit=10_000)
     assert a[0] == b[0] == "error" and b[1] == "instruction limit exceeded (10000)"
+
+
+# --- engine glue -------------------------------------------------------------------------------
+
+def asm(text: str, name: str = "t") -> Program:
+    from jit.ubpf_asm import assemble_program
+    return assemble_program(text, name=name, file=f"{name}.asm")
+
+
+def test_a_bad_access_is_an_oops_naming_the_slot(engines):
+    program = asm("mov %r0, 1\nmov %r3, 0\nldxdw %r0, [%r3+16]\nexit\n", name="nullread")
+    interp, jit = (e.run(program, b"") for e in engines)
+    assert interp.error_insn == jit.error_insn == 2
+    lines = jit.error.splitlines()
+    assert lines[0] == "BUG: kernel NULL pointer dereference, address: 0000000000000010"
+    tag = prog_tag(program)
+    assert lines[-1].startswith(f"RIP: 0010:bpf_prog_{tag}_nullread+0x")
+
+
+def test_helper_errors_read_alike(engines):
+    unknown = asm("mov %r0, 1\ncall 77\nexit\n")
+    bad_pointer = asm("mov %r1, 8\nmov %r2, 4\ncall 1\nexit\n")       # memfrob(8, 4)
+    interp, jit = (outcome_result(e, unknown) for e in engines)
+    assert interp.error == jit.error == "call to unknown helper 77"
+    assert interp.error_insn == jit.error_insn == 1
+    interp, jit = (outcome_result(e, bad_pointer) for e in engines)
+    assert jit.error.startswith("invalid read of size 4 at 0x8: not in any region")
+    assert jit.error.endswith("(in helper 1 called by insn #2)") and jit.error_insn == 2
+    assert interp.error_insn == 2
+
+
+def outcome_result(engine, program: Program):
+    return engine.run(program, b"", helpers=UBPF_HELPERS, unwind_helper=UBPF_UNWIND_HELPER)
+
+
+def test_pseudo_map_loads_need_and_use_a_resolver(engines):
+    first, second = isa.ld_imm64(0, 0, src=isa.PSEUDO_MAP_VALUE)
+    program = Program("mapref", (first, second, Insn(isa.JMP | isa.EXIT)))
+    with pytest.raises(BpfKasanError, match="needs a resolver"):
+        engines[1].run(program, b"")
+    seen = []
+    result = engines[1].run(program, b"", resolve_pseudo=lambda a, b, pc: seen.append(pc) or 0x1234)
+    assert result.r0 == 0x1234 and seen == [0]
+
+
+def test_prog_tag_ignores_map_references():
+    def program(fd: int) -> Program:
+        first, second = isa.ld_imm64(1, fd, src=isa.PSEUDO_MAP_FD)
+        return Program("p", (first, second, Insn(isa.ALU64 | isa.MOV, 0), Insn(isa.JMP | isa.EXIT)))
+    assert prog_tag(program(3)) == prog_tag(program(9))
+    assert len(prog_tag(program(3))) == 16
+    assert prog_tag(program(3)) != prog_tag(asm("mov %r0, 0\nexit\n"))

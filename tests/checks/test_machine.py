@@ -116,10 +116,26 @@ def test_reset_zeroes_what_the_run_dirtied(fresh):
 def test_alloc_at_a_fixed_address_and_refusals(fresh):
     addr, _ = fresh.alloc("input", 4, at=layout.DIRECT_MAP + 0x10000)
     assert addr == layout.DIRECT_MAP + 0x10000
-    with pytest.raises(CheckError, match="below the allocated objects"):
-        fresh.alloc("low", 4, at=layout.DIRECT_MAP)
-    with pytest.raises(CheckError, match="direct map is full"):
+    low, _ = fresh.alloc("low", 4, at=layout.DIRECT_MAP)               # a slab's own placement
+    after, _ = fresh.alloc("next", 4)                                   # bump: above everything
+    assert low == layout.DIRECT_MAP and after >= addr + 4
+    with pytest.raises(CheckError, match="it is full"):
         fresh.alloc("huge", layout.DIRECT_MAP_SIZE)
+    with pytest.raises(CheckError, match="at 0x"):
+        fresh.alloc("outside", 4, at=layout.DIRECT_MAP - 8)
+
+
+def test_guard_pages_fault_as_not_present(fresh):
+    page = layout.DIRECT_MAP + 0x3F0000
+    fresh.guard(page, layout.PAGE)
+    for _ in range(2):                                  # the TLB must not remember a success
+        run = fresh.run(image(fresh, LOAD_RAX_RDI, RET), (page + 8,))
+        assert run.fault.lines[:3] == (f"BUG: unable to handle page fault for address: {page + 8:016x}",
+                                       "#PF: supervisor read access in kernel mode",
+                                       "#PF: error_code(0x0000) - not-present page")
+    assert fresh.run(image(fresh, LOAD_RAX_RDI, RET), (page - 8,)).ok
+    with pytest.raises(CheckError, match="whole pages of the direct map"):
+        fresh.guard(page + 8, layout.PAGE)
 
 
 def test_shadow_view_is_the_shadow_the_guest_sees(fresh):

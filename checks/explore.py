@@ -1,0 +1,165 @@
+"""Input exploration: after a test's faithful run, run it again on N deterministic input variants.
+
+What a variant changes (only what the program can see, so most programs get few variants):
+- helpers whose results the program cannot predict (`bpf_get_prandom_u32`, `bpf_ktime_get_ns`)
+  return an edge value: 0xffffffff, 0x80000000, 0x7fffffff, 0, 1 (the largest first: an unchecked
+  random offset most often goes out of bounds at its top);
+- maps: hash maps pre-filled with the keys the faithful run looked up (`prefill`), so the
+  non-NULL path runs, then the same with every value byte at 0xff (`map=0xff`);
+- the packet (program types that get one under BPF_PROG_TEST_RUN): 64 bytes of 0xff (the
+  faithful packet is 64 zero bytes), the shortest frame (14 bytes), a full frame (1514 bytes).
+
+Each dimension the program uses is an axis with an ordered list of settings. Variant i takes setting
+`i mod len` of every axis (so the first few variants already move every axis), then the rest of
+the cartesian product follows in order. The list is a pure function of the program: the first N
+are the N explored, on every machine and in every shard.
+
+Findings of variants get mode "explore" and name their variant; within a test they are deduplicated
+by (title, insn), the first run that found one keeping it (the faithful run comes first).
+The retval is judged on the faithful run only.
+
+Owns: the variant list, the exploration loop and finding dedup. Must not import unicorn, github or
+bot/; it never runs a program itself (the caller passes a `RunVariant`).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from jit import isa
+from jit.program import Program
+
+DEFAULT_EXPLORE = 4
+MODE_FAITHFUL, MODE_EXPLORE, MODE_STRICTER = "faithful", "explore", "stricter"
+EDGE_VALUES = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0, 1)
+# Helper id -> (kernel name, short name in variant names).
+EDGE_HELPERS = {7: ("get_prandom_u32", "prandom"), 5: ("ktime_get_ns", "ktime")}
+MAP_HELPERS = frozenset({1, 2, 3})                 # map_lookup/update/delete_elem: maps in use
+TEST_DATA_LEN = 64                                 # test_loader's packet: 64 zero bytes
+PACKETS = (("packet=64x0xff", b"\xff" * TEST_DATA_LEN),
+           ("packet=14", bytes(14)),                # ETH_HLEN: the shortest frame test_run takes
+           ("packet=1514x0xff", b"\xff" * 1514))   # a full Ethernet frame
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One set of inputs. The faithful run is `FAITHFUL` (empty name, nothing changed)."""
+    name: str
+    helper_values: tuple[tuple[str, tuple[int, ...]], ...] = ()   # helper name -> results
+    prefill: bool = False
+    map_fill: int | None = None                    # byte every map value is filled with
+    packet: bytes | None = None                    # None: the test's own packet
+
+    def kernel_options(self) -> dict:
+        """Keyword arguments for `Kernel.begin`."""
+        return {"variant": self.name, "helper_values": dict(self.helper_values) or None,
+                "prefill": self.prefill, "map_fill": self.map_fill}
+
+
+FAITHFUL = Variant("")
+
+
+@dataclass(frozen=True)
+class Surface:
+    """The inputs a program can observe, which decide its axes."""
+    helpers: tuple[str, ...] = ()                  # EDGE_HELPERS kernel names it calls
+    maps: bool = False                             # it calls a map helper on a map it declares
+    packet: bool = False                           # its type sees a packet
+
+
+def surface_of(program: Program, *, packet: bool) -> Surface:
+    called = {i.imm for i in program.insns if i.is_call and i.src == isa.CALL_HELPER}
+    helpers = tuple(name for hid, (name, _) in EDGE_HELPERS.items() if hid in called)
+    return Surface(helpers=helpers, maps=bool(program.maps) and bool(called & MAP_HELPERS),
+                   packet=packet)
+
+
+# A setting is (name, Variant fields); an axis is an ordered tuple of settings.
+Setting = tuple[str, dict]
+
+
+def _axes(surface: Surface) -> list[tuple[Setting, ...]]:
+    axes = []
+    if surface.maps:
+        axes.append((("prefill", {"prefill": True}),
+                     ("prefill, map=0xff", {"prefill": True, "map_fill": 0xFF})))
+    short = {name: s for name, s in EDGE_HELPERS.values()}
+    for helper in surface.helpers:
+        axes.append(tuple((f"{short[helper]}={v:#x}", {"helper_values": ((helper, (v,)),)})
+                          for v in EDGE_VALUES))
+    if surface.packet:
+        axes.append(tuple((name, {"packet": data}) for name, data in PACKETS))
+    return axes
+
+
+def _variant(settings: Iterable[Setting]) -> Variant:
+    names, fields = [], {"helper_values": ()}
+    for name, changes in settings:
+        names.append(name)
+        for key, value in changes.items():
+            fields[key] = fields[key] + value if key == "helper_values" else value
+    return Variant(", ".join(names), **fields)
+
+
+def variants(surface: Surface) -> list[Variant]:
+    """Every variant for a program with this surface, in exploration order (first: the diagonal,
+    setting i of every axis; then the rest of the cartesian product)."""
+    axes = _axes(surface)
+    if not axes:
+        return []
+    longest = max(len(axis) for axis in axes)
+    diagonal = [tuple(i % len(axis) for axis in axes) for i in range(longest)]
+    order = diagonal + [p for p in itertools.product(*(range(len(a)) for a in axes))
+                        if p not in diagonal]
+    return [_variant(axis[i] for axis, i in zip(axes, picks)) for picks in order]
+
+
+# -- running them --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of a test program showed."""
+    findings: tuple[dict, ...] = ()                # finding records (`Finding.to_json()` shape)
+    fault: str | None = None                       # first line of the oops, when the run faulted
+    error: str | None = None                       # the run could not be done (not a program bug)
+    r0: int | None = None
+
+
+RunVariant = Callable[[Variant], Outcome]
+
+
+def explore(run: RunVariant, candidates: list[Variant], n: int) -> list[tuple[Variant, Outcome]]:
+    """Run the first `n` candidates, in order."""
+    return [(variant, run(variant)) for variant in candidates[:max(n, 0)]]
+
+
+def tagged(record: dict, *, variant: str, mode: str, label: str | None = None) -> dict:
+    """A finding record marked with how it was found. A report real KASAN would not have printed
+    (mode "stricter") keeps that fact as `stricter: true` when its mode is replaced."""
+    out = dict(record, variant=variant, mode=mode)
+    if record.get("mode") == MODE_STRICTER:
+        out["stricter"] = True
+    if label:
+        out["label"] = label
+    return out
+
+
+def dedup(records: Iterable[dict]) -> list[dict]:
+    """The first record of each (title, insn), in order."""
+    seen, out = set(), []
+    for record in records:
+        key = (record.get("title"), record.get("insn"))
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
+
+
+def explored_findings(faithful: Iterable[dict], runs: list[tuple[Variant, Outcome]], *,
+                      mode: str = MODE_EXPLORE, label: str | None = None) -> list[dict]:
+    """The faithful run's findings, then each variant's, tagged and deduplicated."""
+    records = list(faithful)
+    for variant, outcome in runs:
+        records += [tagged(r, variant=variant.name, mode=mode, label=label) for r in outcome.findings]
+    return dedup(records)
