@@ -24,9 +24,11 @@ bot/; it never runs a program itself (the caller passes a `RunVariant`).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Callable, Iterable
+import traceback
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
+from checks.results import TestResult
 from jit import isa
 from jit.program import Program
 
@@ -129,6 +131,18 @@ class Outcome:
 RunVariant = Callable[[Variant], Outcome]
 
 
+@runtime_checkable
+class Explorable(Protocol):
+    """A test case that can run its program on other inputs (the runner explores only these)."""
+    msgs: tuple[str, ...]                          # expected verifier messages (what-if judges them)
+
+    def surface(self) -> Surface | None:
+        """What the program can observe; None when there is no program to run."""
+
+    def run_variant(self, engine, variant: Variant, *, insn_limit: int) -> Outcome:
+        """One run on `variant`'s inputs (FAITHFUL: the test's own), retval not judged."""
+
+
 def explore(run: RunVariant, candidates: list[Variant], n: int) -> list[tuple[Variant, Outcome]]:
     """Run the first `n` candidates, in order."""
     return [(variant, run(variant)) for variant in candidates[:max(n, 0)]]
@@ -163,3 +177,24 @@ def explored_findings(faithful: Iterable[dict], runs: list[tuple[Variant, Outcom
     for variant, outcome in runs:
         records += [tagged(r, variant=variant.name, mode=mode, label=label) for r in outcome.findings]
     return dedup(records)
+
+
+EXPLORED = "explored"            # extra key: {"variants": N, "oops": [{variant, fault}], "errors": [...]}
+
+
+def explored_result(result: TestResult, runs: list[tuple[Variant, Outcome]]) -> TestResult:
+    """`result` (a faithful judgement) with the findings of its exploration runs added. An oops in a
+    variant is kept too: the verifier accepted the program, so a fault on any input is a bug."""
+    entry = {"variants": len(runs),
+             "oops": [{"variant": v.name, "fault": o.fault} for v, o in runs if o.fault],
+             "errors": sorted({o.error for _, o in runs if o.error})}
+    return result.with_findings(explored_findings(result.finding_records, runs),
+                                extra={EXPLORED: entry})
+
+
+def crashed(result: TestResult, error: Exception, phase: str) -> TestResult:
+    """`result` turned into an error: a `phase` run crashed our tool (a bug of ours, not a finding)."""
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" at {frame.filename}:{frame.lineno}" if frame else ""
+    return replace(result, status="error",
+                   reason=f"{phase} run crashed: {type(error).__name__}: {error}{where}")

@@ -18,6 +18,7 @@ Owns: discovery, dispatch and the engine/file-type registries. Must not import u
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pathlib
 import time
@@ -25,7 +26,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
 from checks.errors import CheckError
-from checks.results import TestResult
+from checks import whatif
+from checks.explore import (DEFAULT_EXPLORE, FAITHFUL, Explorable, Outcome, crashed, explore,
+                            explored_result, variants)
+from checks.results import EXECUTED, TestResult
 from jit.errors import BpfKasanError
 from jit.program import Program
 
@@ -134,6 +138,41 @@ def collect(paths: Iterable[str]) -> list[tuple[str, str, FileType]]:
     return found
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Part `index` (1-based) of `count`: the tests whose id hashes to it. A hash of the id, not a
+    position, so adding a test never moves the others to another shard of a CI matrix."""
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        index, slash, count = text.partition("/")
+        if not (slash and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+            raise CheckError(f"shard must be I/N with 1 <= I <= N, not {text!r}")
+        return cls(int(index), int(count))
+
+    def __contains__(self, test_id: str) -> bool:
+        digest = hashlib.sha1(test_id.encode("utf-8", "surrogateescape")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run the collected tests; the same in every worker process."""
+    insn_limit: int = 1_000_000
+    pattern: str | None = None            # keep ids containing it (case-insensitive)
+    strict: bool = False                  # a malformed test raises instead of becoming an error
+    explore: int = DEFAULT_EXPLORE        # input variants after each executed test's faithful run
+    what_if: bool = False                 # also run the tests that expect a verifier rejection
+    shard: Shard | None = None
+
+    def selects(self, test_id: str) -> bool:
+        if self.pattern and self.pattern.lower() not in test_id.lower():
+            return False
+        return self.shard is None or test_id in self.shard
+
+
 def _error_result(path: str, test_id: str, engine: Engine, error: BpfKasanError,
                   started: float) -> TestResult:
     return TestResult(id=test_id, file=path, name=pathlib.Path(path).stem, status="error",
@@ -141,27 +180,85 @@ def _error_result(path: str, test_id: str, engine: Engine, error: BpfKasanError,
                       duration_s=time.perf_counter() - started)
 
 
-def run_tests(paths: Iterable[str], *, engine: Engine, insn_limit: int = 1_000_000,
-              pattern: str | None = None, strict: bool = False) -> Iterator[TestResult]:
-    """Yield one result per test, in collection order. `pattern` keeps tests whose id contains it
-    (case-insensitive). With `strict`, a malformed test raises instead of becoming an error result."""
-    needle = pattern.lower() if pattern else None
-    for path, test_id, file_type in collect(paths):
-        started = time.perf_counter()
-        try:
-            cases = file_type.cases(path, test_id)
-        except BpfKasanError as e:
-            if strict:
-                raise
+def run_file(path: str, test_id: str, file_type: FileType, engine: Engine,
+             options: RunOptions) -> Iterator[TestResult]:
+    """The results of the selected tests of one file. A file that cannot be read as a whole is
+    one error result (unless the shard leaves its id to another part)."""
+    started = time.perf_counter()
+    try:
+        cases = file_type.cases(path, test_id)
+    except BpfKasanError as e:
+        if options.strict:
+            raise
+        if options.shard is None or test_id in options.shard:
             yield _error_result(path, test_id, engine, e, started)
-            continue
-        for case in cases:
-            if needle and needle not in case.id.lower():
-                continue
-            started = time.perf_counter()
-            try:
-                yield case.run(engine, insn_limit=insn_limit)
-            except BpfKasanError as e:
-                if strict:
-                    raise
-                yield _error_result(case.path, case.id, engine, e, started)
+        return
+    for case in cases:
+        if options.selects(case.id):
+            yield run_case(case, engine, options)
+
+
+def run_case(case: Case, engine: Engine, options: RunOptions) -> TestResult:
+    """The faithful run, then (for cases that can run input variants) what-if or exploration."""
+    started = time.perf_counter()
+    try:
+        result = case.run(engine, insn_limit=options.insn_limit)
+    except BpfKasanError as e:
+        if options.strict:
+            raise
+        return _error_result(case.path, case.id, engine, e, started)
+    if not isinstance(case, Explorable) or result.status == "error":
+        return result
+    if result.expect == "failure":
+        return _what_if(case, result, engine, options) if options.what_if else result
+    if options.explore and result.extra.get(EXECUTED):
+        return _explored(case, result, engine, options)
+    return result
+
+
+def _variant_runner(case: Explorable, engine: Engine, options: RunOptions):
+    """Run one variant; a limit of ours (an unsupported helper...) is that run's error, not the
+    test's: the other variants still run."""
+    def run(variant):
+        try:
+            return case.run_variant(engine, variant, insn_limit=options.insn_limit)
+        except BpfKasanError as e:
+            return Outcome(error=str(e))
+    return run
+
+
+def _explored(case: Explorable, result: TestResult, engine: Engine,
+              options: RunOptions) -> TestResult:
+    surface = case.surface()
+    if surface is None:
+        return result
+    try:
+        runs = explore(_variant_runner(case, engine, options), variants(surface), options.explore)
+    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
+        return crashed(result, e, "exploration")
+    return explored_result(result, runs)
+
+
+def _what_if(case: Explorable, result: TestResult, engine: Engine,
+             options: RunOptions) -> TestResult:
+    """Run an expected rejection as if accepted: the plain run, then `options.explore` variants."""
+    surface = case.surface()
+    if surface is None:                   # its program did not import: nothing to run
+        return result
+    candidates = [FAITHFUL] + variants(surface)
+    try:
+        runs = explore(_variant_runner(case, engine, options), candidates, 1 + options.explore)
+    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
+        return crashed(result, e, "what-if")
+    return whatif.what_if_result(result, runs, memory=whatif.is_memory_rejection(case.msgs))
+
+
+def run_tests(paths: Iterable[str], *, engine: Engine, insn_limit: int = 1_000_000,
+              pattern: str | None = None, strict: bool = False, explore: int = DEFAULT_EXPLORE,
+              what_if: bool = False, shard: Shard | None = None) -> Iterator[TestResult]:
+    """Yield one result per selected test, in collection order, in this process (`checks.parallel`
+    spreads the same work over processes)."""
+    options = RunOptions(insn_limit=insn_limit, pattern=pattern, strict=strict, explore=explore,
+                         what_if=what_if, shard=shard)
+    for path, test_id, file_type in collect(paths):
+        yield from run_file(path, test_id, file_type, engine, options)
