@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input variants run after each executed test (default: 4; 0: none)")
     parser.add_argument("--what-if", action="store_true",
                         help="also run tests the verifier must reject, as if it had accepted them")
+    kasan = parser.add_mutually_exclusive_group()
+    kasan.add_argument("--kasan-mode", choices=("inline", "outline"), default="inline",
+                       help="how the JIT emits KASAN checks (default: inline)")
+    kasan.add_argument("--no-kasan", action="store_true", help="run without KASAN checks")
+    parser.add_argument("--multishot", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep every KASAN report, not only the first (default: on)")
 
 
 def _positive(text: str) -> int:
@@ -124,12 +130,15 @@ def main(args: argparse.Namespace) -> int:
         strict=len(args.paths) == 1 and pathlib.Path(args.paths[0]).is_file(),
         explore=DEFAULT_EXPLORE if args.explore is None else args.explore, what_if=args.what_if,
         shard=runner.Shard.parse(args.shard) if args.shard else None)
+    engine_options = runner.EngineOptions(kasan="off" if args.no_kasan else args.kasan_mode,
+                                          multishot=args.multishot)
     jobs = args.jobs or parallel.default_jobs()
     files = runner.collect(args.paths)
     progress = Progress(sys.stdout, len(files), bar=_interactive(sys.stdout))
     results = []
     try:
-        for done in parallel.run_files(files, engine=args.engine, options=options, jobs=jobs):
+        for done in parallel.run_files(files, engine=args.engine, options=options, jobs=jobs,
+                                       engine_options=engine_options):
             results += done.results
             progress.file_done(done.results)
     finally:

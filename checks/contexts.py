@@ -129,6 +129,11 @@ def layout_of(prog_type: str) -> CtxLayout | None:
     return None
 
 
+def has_packet(prog_type: str) -> bool:
+    """Whether the program type sees the test_run packet (skb and xdp types)."""
+    return isinstance(KINDS.get(prog_type), (SkbKind, XdpKind))
+
+
 def unsupported(prog_type: str | None) -> str | None:
     """Why BPF_PROG_TEST_RUN cannot run this program type here, or None."""
     if prog_type in KINDS:
@@ -147,13 +152,10 @@ class Context:
 
 def build(kernel: Kernel, prog_type: str, data_in: bytes = bytes(TEST_DATA_LEN)) -> Context:
     """Allocate and fill the ctx of `prog_type` in `kernel` as BPF_PROG_TEST_RUN would, with
-    `data_in` as the packet. For skb types it also installs `kernel.ctx_packet`, so helpers such
-    as bpf_skb_load_bytes find the packet behind a ctx pointer."""
+    `data_in` as the packet. (Helpers find the packet behind an skb ctx with `packet_of`.)"""
     kind = KINDS.get(prog_type)
     if isinstance(kind, SkbKind):
-        ctx = _build_skb(kernel, kind, data_in)
-        kernel.ctx_packet = lambda addr: packet_of(kernel, addr)
-        return ctx
+        return _build_skb(kernel, kind, data_in)
     if isinstance(kind, XdpKind):
         return _build_xdp(kernel, data_in)
     if isinstance(kind, BufferKind):

@@ -65,7 +65,7 @@ def _jump_successors(insn: Insn, pc: int, regs: int, slots: frozenset):
     if op == isa.CALL:
         after = (regs & ~_SCRATCH, slots)
         if insn.is_pseudo_call:
-            return [(pc + 1, after), (insn.jump_target(pc), (regs & CTX_ENTRY, frozenset()))]
+            return [(pc + 1, after), (pc + 1 + insn.imm, (regs & CTX_ENTRY, frozenset()))]
         return [(pc + 1, after)]
     taken = (insn.jump_target(pc), (regs, slots))
     if op == isa.JA:

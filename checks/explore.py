@@ -2,10 +2,12 @@
 
 What a variant changes (only what the program can see, so most programs get few variants):
 - helpers whose results the program cannot predict (`bpf_get_prandom_u32`, `bpf_ktime_get_ns`)
-  return an edge value: 0xffffffff, 0x80000000, 0x7fffffff, 0, 1 (the largest first: an unchecked
-  random offset most often goes out of bounds at its top);
+  return an edge value on each of their first EDGE_CALLS calls: 0xffffffff, 0x80000000,
+  0x7fffffff, 0, 1 (the largest first: an unchecked random offset most often goes out of bounds
+  at its top);
 - maps: hash maps pre-filled with the keys the faithful run looked up (`prefill`), so the
-  non-NULL path runs, then the same with every value byte at 0xff (`map=0xff`);
+  non-NULL path runs, with values as created (zero), then with every value byte at 0xff, 0x80
+  and 0x7f (`map=0xff`...);
 - the packet (program types that get one under BPF_PROG_TEST_RUN): 64 bytes of 0xff (the
   faithful packet is 64 zero bytes), the shortest frame (14 bytes), a full frame (1514 bytes).
 
@@ -38,6 +40,8 @@ EDGE_VALUES = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0, 1)
 # Helper id -> (kernel name, short name in variant names).
 EDGE_HELPERS = {7: ("get_prandom_u32", "prandom"), 5: ("ktime_get_ns", "ktime")}
 MAP_HELPERS = frozenset({1, 2, 3})                 # map_lookup/update/delete_elem: maps in use
+MAP_FILLS = (None, 0xFF, 0x80, 0x7F)               # value bytes: as created (zero), then extremes
+EDGE_CALLS = 16                                    # calls that get the edge value, then defaults
 TEST_DATA_LEN = 64                                 # test_loader's packet: 64 zero bytes
 PACKETS = (("packet=64x0xff", b"\xff" * TEST_DATA_LEN),
            ("packet=14", bytes(14)),                # ETH_HLEN: the shortest frame test_run takes
@@ -55,7 +59,8 @@ class Variant:
 
     def kernel_options(self) -> dict:
         """Keyword arguments for `Kernel.begin`."""
-        return {"variant": self.name, "helper_values": dict(self.helper_values) or None,
+        helpers = {name: list(values) for name, values in self.helper_values}
+        return {"variant": self.name, "helper_values": helpers or None,
                 "prefill": self.prefill, "map_fill": self.map_fill}
 
 
@@ -84,11 +89,12 @@ Setting = tuple[str, dict]
 def _axes(surface: Surface) -> list[tuple[Setting, ...]]:
     axes = []
     if surface.maps:
-        axes.append((("prefill", {"prefill": True}),
-                     ("prefill, map=0xff", {"prefill": True, "map_fill": 0xFF})))
+        axes.append(tuple((f"prefill, map={fill:#x}" if fill else "prefill",
+                           {"prefill": True, "map_fill": fill}) for fill in MAP_FILLS))
     short = {name: s for name, s in EDGE_HELPERS.values()}
     for helper in surface.helpers:
-        axes.append(tuple((f"{short[helper]}={v:#x}", {"helper_values": ((helper, (v,)),)})
+        axes.append(tuple((f"{short[helper]}={v:#x}",
+                           {"helper_values": ((helper, (v,) * EDGE_CALLS),)})
                           for v in EDGE_VALUES))
     if surface.packet:
         axes.append(tuple((name, {"packet": data}) for name, data in PACKETS))

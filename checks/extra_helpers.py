@@ -12,7 +12,7 @@ Owns: those handlers and their registration. Must not import unicorn, github or 
 """
 from __future__ import annotations
 
-from checks.contexts import Kernel, skb_view
+from checks.contexts import Kernel, packet_of, skb_view
 from jit.isa import s32
 
 EFAULT = 14
@@ -48,7 +48,9 @@ def _loader(size: int):
     return load
 
 
-def register_packet_loads(kernel) -> None:
-    """Serve the JIT's LD_ABS / LD_IND stubs (helper ids -1, -2, -4) in `kernel`."""
+def register_extra_helpers(kernel) -> None:
+    """Serve, in `kernel`, the JIT's LD_ABS / LD_IND stubs (ids -1, -2, -4) and the packet lookup
+    bpf_skb_load_bytes needs (`Kernel.ctx_packet`)."""
     for size in LOAD_SIZES:
         kernel.register_helper(-size, _loader(size), name=f"bpf_skb_load_helper_{8 * size}")
+    kernel.ctx_packet = packet_of

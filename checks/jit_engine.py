@@ -11,29 +11,34 @@ Differences that are by design, each with its reason:
 - Stack addresses differ (the JIT's frames sit in one kernel task stack); the input buffer is at the
   interpreter's address, so a program that returns a pointer into it agrees.
 
-Seams for later layers: `resolve_pseudo` (maps: turns ld_imm64 map references into addresses before
-compiling), `kasan`/`asan_address` (KASAN: how checks are emitted and where `__asan_*` live) and
-`before_run` (poison shadow, set up map values and records once the machine is reset).
+KASAN (default inline) is the emulated kernel's (`checks.kernel.Kernel`): the engine holds one,
+configured from the command line (`configure(EngineOptions)`), and exposes it as `kernel` for
+test types that need the whole emulated kernel (maps, contexts). Each `run` result carries the
+run's KASAN reports as `findings`. Seams for later layers: `resolve_pseudo` (ld_imm64 map
+references of programs run without a Kernel) and `before_run` (called once the machine is reset
+and the input placed).
 
 Owns: the engine glue. Must not import github or bot/.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
 
 from checks.errors import CheckError
 from checks.interp import check_control_flow
+from checks.kernel import Kernel, called_helpers
 from checks.machine import (DEFAULT_INSN_LIMIT, DEFAULT_TIME_LIMIT, HelperError, Machine, MachineRun,
                             StopRun, shared_machine)
 from checks.memory_regions import INPUT_BASE, Memory, MemoryFault, Region
+from checks.report import Finding
 from checks.runner import EngineResult, register_engine
 from jit import isa
 from jit.image import Image
 from jit.isa import Insn
 from jit.program import Program
+from jit.tag import func_tags, prog_tag  # noqa: F401  (prog_tag re-exported for tests and tools)
 
 # (first slot, second slot, pc) -> the 64-bit value the ld_imm64 loads (as the interpreter's).
 PseudoResolver = Callable[[Insn, Insn, int], int]
@@ -61,20 +66,10 @@ def resolve_pseudo_loads(program: Program, resolve: PseudoResolver | None) -> Pr
     return replace(program, insns=tuple(insns))
 
 
-def prog_tag(program: Program) -> str:
-    """The kernel's program tag: the first 8 bytes of SHA-1 over the instructions, with the
-    loader-patched immediates of map references zeroed (so the tag does not depend on fds)."""
-    raw = bytearray(isa.encode(program.insns))
-    for pc, insn in enumerate(program.insns):
-        if insn.is_ld_imm64 and insn.src in (isa.PSEUDO_MAP_FD, isa.PSEUDO_MAP_VALUE):
-            raw[pc * 8 + 4:pc * 8 + 8] = bytes(4)
-            raw[pc * 8 + 12:pc * 8 + 16] = bytes(4)
-    return hashlib.sha1(raw).hexdigest()[:16]
-
-
-def _called_helpers(program: Program) -> tuple[tuple[int, int], ...]:
-    return tuple(sorted({(i.src, i.imm & 0xFFFFFFFF) for i in program.insns if i.is_call
-                         and i.source == isa.K and i.src in (isa.CALL_HELPER, isa.PSEUDO_KFUNC_CALL)}))
+@dataclass(frozen=True)
+class JitResult(EngineResult):
+    """An engine result plus the run's KASAN reports."""
+    findings: tuple[Finding, ...] = ()
 
 
 def _compiler():
@@ -91,26 +86,39 @@ def _compiler():
 class Compiled:
     """A program ready to run on the machine."""
     image: Image
-    tag: str                                # the kernel's prog tag, for `bpf_prog_<tag>_<name>`
+    tags: tuple[str, ...]                   # each function's prog tag, for `bpf_prog_<tag>_<name>`
     calls: tuple[tuple[int, int], ...]      # (src, imm) of every helper and kfunc it calls
+
+    @property
+    def tag(self) -> str:
+        return self.tags[0]
 
 
 class JitEngine:
     """Runs programs through the x86-64 JIT on the emulated machine."""
     name = "jit"
 
-    def __init__(self, machine: Machine | None = None, *, kasan: str = "off", asan_address=None,
-                 time_limit: float = DEFAULT_TIME_LIMIT,
+    def __init__(self, machine: Machine | None = None, *, kasan: str = "inline",
+                 multishot: bool = True, time_limit: float = DEFAULT_TIME_LIMIT,
                  before_run: Callable[[Machine], None] | None = None):
         self.machine = machine or shared_machine()
-        self.kasan, self.asan_address, self.time_limit = kasan, asan_address, time_limit
-        # Called after the machine is reset and the input placed, before the program runs:
-        # where a KASAN or maps layer poisons shadow, allocates map values, clears its records.
+        self.kernel = Kernel(kasan=kasan, multishot=multishot, machine=self.machine)
+        self.time_limit = time_limit
         self.before_run = before_run
-        self._cache: OrderedDict[Program, Compiled] = OrderedDict()
+        self._cache: OrderedDict[tuple, Compiled] = OrderedDict()
         self._last: tuple = (None, None, None)          # (program, resolver, Compiled)
         self._memory: Memory | None = None
         self.last_run: MachineRun | None = None      # the machine's own view, with the oops
+
+    @property
+    def kasan(self) -> str:
+        return self.kernel.kasan
+
+    def configure(self, options) -> None:
+        """`checks.runner.EngineOptions` from the command line: KASAN mode and multishot."""
+        self.kernel = Kernel(kasan=options.kasan, multishot=options.multishot, machine=self.machine)
+        self._cache.clear()
+        self._last = (None, None, None)
 
     def prepare(self, program: Program, resolve_pseudo: PseudoResolver | None = None) -> Compiled:
         """`program` with its pseudo loads resolved, checked and compiled (cached). The same
@@ -121,7 +129,7 @@ class JitEngine:
         resolved = resolve_pseudo_loads(program, resolve_pseudo)
         compiled = self._cache.get(resolved)
         if compiled is None:
-            compiled = self._compile(resolved, prog_tag(program))
+            compiled = self._compile(resolved, func_tags(program))
             self._cache[resolved] = compiled
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -129,42 +137,50 @@ class JitEngine:
         self._last = (program, resolve_pseudo, compiled)
         return compiled
 
-    def _compile(self, program: Program, tag: str) -> Compiled:
+    def _compile(self, program: Program, tags: tuple[str, ...]) -> Compiled:
         """Every helper the program calls gets a stub, so one nobody serves fails when it is
         called, as in the interpreter, not at compile time."""
         isa.check(program.insns, file=program.file or None)     # refuse what the interpreter
         check_control_flow(program)                             # refuses, and alike
-        calls = _called_helpers(program)
+        calls = called_helpers(program)
         for src, imm in calls:
             if not self.machine.has_helper(src, imm):
                 self.machine.register_helper(imm, None, src=src)
-        target = self.machine.target(kasan=self.kasan, asan_address=self.asan_address)
-        return Compiled(_compiler()(program, target), tag, calls)
+        asan = self.kernel.asan.address if self.kasan != "off" else None
+        target = self.machine.target(kasan=self.kasan, asan_address=asan)
+        return Compiled(_compiler()(program, target), tags, calls)
 
     def run(self, program: Program, mem: bytes, *, helpers=None, insn_limit: int = DEFAULT_INSN_LIMIT,
             unwind_helper: int | None = None, kfuncs=None,
-            resolve_pseudo: PseudoResolver | None = None) -> EngineResult:
+            resolve_pseudo: PseudoResolver | None = None) -> JitResult:
         compiled = self.prepare(program, resolve_pseudo)
         m = self.machine
         m.reset()
+        self.kernel.asan.begin_run()
         addr, view = m.alloc("mem", len(mem), at=INPUT_BASE)
         view[:] = mem
         self._serve(compiled.calls, helpers or {}, kfuncs or {}, unwind_helper, addr, view)
         if self.before_run is not None:
             self.before_run(m)
         r = m.run(compiled.image, (addr if mem else 0, len(mem)), insn_limit=insn_limit,
-                  time_limit=self.time_limit, tag=compiled.tag)
+                  time_limit=self.time_limit, tag=compiled.tags)
         self.last_run = r
         error = "\n".join(r.fault.lines) if r.fault else r.error
-        return EngineResult(r.r0 if r.r0 is not None else 0, r.insns, bytes(view), error,
-                            r.error_insn)
+        findings = self.kernel.findings_of(program, compiled.image, test=program.file or program.name)
+        return JitResult(r.r0 if r.r0 is not None else 0, r.insns, bytes(view), error,
+                         r.error_insn, tuple(findings))
 
     def _serve(self, calls, helpers, kfuncs, unwind_helper, addr: int, view) -> None:
-        """Point each helper stub the program uses at this run's handler."""
+        """Point each helper stub the program may call (its calls, and every helper offered, for
+        callx by helper id) at this run's handler."""
         stack = self.machine.stack
         self._memory = Memory([Region("stack", stack.start, stack.view),
                                Region("mem", addr, view)])
-        for src, imm in calls:
+        keys = set(calls) | {(isa.CALL_HELPER, i) for i in helpers} \
+            | {(isa.PSEUDO_KFUNC_CALL, i) for i in kfuncs}
+        for src, imm in sorted(keys):
+            if self.machine.is_native(src, imm):
+                continue
             kfunc = src == isa.PSEUDO_KFUNC_CALL
             fn = (kfuncs if kfunc else helpers).get(imm)
             label = f"{'kfunc' if kfunc else 'helper'} {imm}"

@@ -7,6 +7,12 @@ VMAP task stack with unmapped guard pages on both sides, and KASAN shadow for th
 vmalloc. Every region is host memory mapped with `mem_map_ptr`, so Python reads and writes it
 through memoryviews and copies code with `ctypes.memmove` (no TLB flush, see unicorn-perf.md).
 
+The direct map has two parts: a small fixed area at its start for objects that must sit at a
+given address (the interpreter-compatible input buffer of `.data` tests), and above it the
+`slab.Heap` every other object comes from (kmalloc caches, redzones, quarantine). The heap's
+guard pages (one opening the arena, one after each slab) are made to fault with `mem_protect`
+as the heap carves them, so a far overrun is a page fault, as with the kernel's slab layout.
+
 Speed recipe (measured in unicorn-perf.md): UC_TLB_VIRTUAL plus an identity TLB-fill hook that
 hands out region permissions; no memory-access hooks; the only hot hook is one UC_HOOK_CODE on
 the helper dispatch point; runs are bounded by the JIT's instruction budget and a polling
@@ -22,13 +28,14 @@ Must not import github or anything from bot/.
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import mmap
 import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT,
                      UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
@@ -43,6 +50,8 @@ from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
 from checks import layout
 from checks.errors import CheckError
 from checks.oops import Fault, Location, classify_fault, classify_trap
+from checks.shadow import PAGE_REDZONE, ShadowMap, ShadowView
+from checks.slab import Heap, SlabObject
 from checks.watchdog import Watchdog
 from jit.errors import JitError
 from jit.image import Image, Target
@@ -65,7 +74,12 @@ _TEXT_FREE = _TEXT_HELPERS + _MAX_HELPERS * _HELPER_STUB
 _D_ARGS, _D_ENTRY, _D_R0, _D_STATUS, _D_BUDGET = 0x00, 0x28, 0x30, 0x38, 0x40
 _D_CALL = 0x80                       # helper call: index, r1..r5, rsp, return value
 _D_SERVED = _D_CALL + 4              # set once Python served the call at the dispatch point
+# callx's helper table (Target.helper_table_address): u64 count, then u64 stub address per id.
+_D_HELPER_TABLE = 0x800
+HELPER_TABLE_COUNT = (0x1000 - _D_HELPER_TABLE) // 8 - 1
 _DATA_FREE = 0x1000
+# Direct-map bytes below the heap for objects placed at a fixed address (`alloc(at=...)`).
+FIXED_AREA = 0x100000
 _DONE, _OUT_OF_BUDGET = 1, 2
 
 DEFAULT_INSN_LIMIT = 1_000_000
@@ -172,20 +186,31 @@ class Machine:
         self.vmalloc_shadow = self._map("vmalloc shadow", layout.shadow(layout.VMALLOC),
                                         layout.VMALLOC_SIZE >> 3, RW)
         self._helpers: dict[tuple[int, int], int] = {}        # (src, imm) -> stub index
+        self._native: dict[tuple[int, int], int] = {}         # (src, imm) -> native code address
         self._helper_fns: list[tuple[str, HelperFn | None]] = []
         self._text_names: dict[str, tuple[int, bytes]] = {}
         self._text_top = _TEXT_FREE
         self._data_names: dict[str, tuple[int, int]] = {}
         self._data_top = _DATA_FREE
-        self.objects: list[Obj] = []
-        self._heap_top = 0
+        self.objects: list[Obj] = []                          # fixed-area objects of this run
+        self._fixed_top = 0
         self._dirty_shadow: list[tuple[memoryview, int, int]] = []
         self._loaded: Image | None = None
         self._loaded_len = 0
         self._fault_access: tuple[int, int, int] | None = None
-        self._guards: list[tuple[int, int]] = []
+        self._guards: list[tuple[int, int]] = []              # sorted, disjoint
         self._trap: int | None = None
+        self.fixed_shadow = ShadowView(layout.DIRECT_MAP, self.heap_shadow.view[:FIXED_AREA >> 3])
+        self.fixed_shadow.fill(PAGE_REDZONE)
+        self.slab = Heap(ShadowView(layout.DIRECT_MAP + FIXED_AREA,
+                                    self.heap_shadow.view[FIXED_AREA >> 3:]),
+                         on_new_slab=self._on_new_slab)
+        for addr, size in self.slab.guard_ranges():
+            self.guard(addr, size)
+        self.shadow = ShadowMap([self.fixed_shadow, self.slab.shadow,
+                                 ShadowView(layout.VMALLOC, self.vmalloc_shadow.view)])
         self._install_stubs()
+        self._init_helper_table()
         self._install_hooks()
         self.uc.reg_write(UC_X86_REG_RSP, ENTRY_RSP)
         self.uc.reg_write(UC_X86_REG_RIP, self.entry)
@@ -211,16 +236,24 @@ class Machine:
         return None
 
     def _in_guard(self, addr: int) -> bool:
-        return any(lo <= addr < hi for lo, hi in self._guards)
+        i = bisect.bisect_right(self._guards, (addr, MASK64 + 1)) - 1   # last guard starting <= addr
+        return i >= 0 and addr < self._guards[i][1]
 
     def guard(self, addr: int, size: int) -> None:
         """Make [addr, addr+size) of the direct map fault like unmapped memory (a slab's guard
-        page), for good. Page-aligned; costs a region split, so keep them few (tens)."""
+        page), for good. Page-aligned; each costs a region split, so the heap's guards (one per
+        slab, and slabs are kept across runs) stay in the tens."""
         if addr % layout.PAGE or size % layout.PAGE or size <= 0 \
                 or self.heap.offset(addr, size) is None:
             raise CheckError(f"guard {addr:#x}+{size:#x}: must be whole pages of the direct map")
+        if any(self._in_guard(a) for a in range(addr, addr + size, layout.PAGE)):
+            return
         self.uc.mem_protect(addr, size, UC_PROT_NONE)
-        self._guards.append((addr, addr + size))
+        bisect.insort(self._guards, (addr, addr + size))
+
+    def _on_new_slab(self, base: int, size: int) -> None:
+        """The heap carved a slab: its memory is mapped already, its guard page must fault."""
+        self.guard(base + size, layout.PAGE)
 
     def _tlb_fill(self, uc, vaddr, access, entry, _user) -> bool:
         # Identity translation with the region's own permissions plus nothing else, so stores
@@ -311,9 +344,11 @@ class Machine:
         """Serve calls to helper `imm` (src 0) or kfunc BTF id `imm` (src 2) with
         `fn(machine, r1, r2, r3, r4, r5) -> r0`. Returns the stub address the JIT calls.
         `fn` may raise `StopRun(r0)` to end the program; any other exception ends the run
-        and is raised again from `run`."""
+        and is raised again from `run`. Re-registering only swaps the handler (cheap)."""
         label = name or (f"helper#{imm}" if src == 0 else f"kfunc#{imm}")
         key = (src, imm)
+        if key in self._native:
+            raise CheckError(f"{label} is native code in this machine; it has no Python handler")
         if key in self._helpers:
             self._helper_fns[self._helpers[key]] = (label, fn)
             return self._helper_stub(self._helpers[key])
@@ -327,16 +362,43 @@ class Machine:
         jmp = struct.pack("<i", self._dispatch - (stub + 10))
         self.text.view[off:off + 10] = b"\xb8" + struct.pack("<I", index) + b"\xe9" + jmp
         self.uc.ctl_remove_cache(stub, stub + _HELPER_STUB)
+        self._set_table_entry(key, stub)
         return stub
 
+    def register_native(self, imm: int, code: bytes, *, src: int = 0, name: str) -> int:
+        """Serve helper `imm` with native x86 `code` placed in kernel text (for helpers that call
+        back into BPF, which a Python handler cannot: Unicorn is not re-entrant). Its address."""
+        key = (src, imm)
+        if key in self._helpers:
+            raise CheckError(f"{name}: helper #{imm} already has a Python handler")
+        addr = self.alloc_text(name, code)
+        self._native[key] = addr
+        self._set_table_entry(key, addr)
+        return addr
+
     def has_helper(self, src: int, imm: int) -> bool:
-        return (src, imm) in self._helpers
+        return (src, imm) in self._helpers or (src, imm) in self._native
+
+    def is_native(self, src: int, imm: int) -> bool:
+        return (src, imm) in self._native
+
+    def _init_helper_table(self) -> None:
+        struct.pack_into("<Q", self.kdata.view, _D_HELPER_TABLE, HELPER_TABLE_COUNT)
+
+    def _set_table_entry(self, key: tuple[int, int], addr: int) -> None:
+        """callx with a helper id finds the helper's code here (see `Target.helper_table_address`)."""
+        src, imm = key
+        if src == 0 and 0 <= imm < HELPER_TABLE_COUNT:
+            struct.pack_into("<Q", self.kdata.view, _D_HELPER_TABLE + 8 + 8 * imm, addr)
 
     def _helper_stub(self, index: int) -> int:
         return self.text.start + _TEXT_HELPERS + index * _HELPER_STUB
 
     def call_address(self, src: int, imm: int) -> int:
         """`Target.call_address`: the stub for a registered helper or kfunc."""
+        native = self._native.get((src, imm))
+        if native is not None:
+            return native
         index = self._helpers.get((src, imm))
         if index is None:
             kind = {0: "helper", 2: "kfunc"}.get(src, f"call src={src}")
@@ -378,35 +440,56 @@ class Machine:
 
     def shadow_view(self, addr: int, size: int) -> memoryview:
         """The shadow bytes of [addr, addr+size) (one per 8-byte granule), writable, for
-        poisoning. Ranges handed out are zeroed (made addressable) again by `reset`."""
+        poisoning. `reset` restores them: stack shadow to zero, heap shadow to the heap's own
+        values (the heap re-poisons every slab that held an object)."""
         first, last = layout.shadow(addr), layout.shadow(addr + size - 1) + 1
         for region in (self.heap_shadow, self.vmalloc_shadow):
             off = region.offset(first, last - first)
             if off is not None:
-                self._dirty_shadow.append((region.view, off, last - first))
+                if region is self.vmalloc_shadow:
+                    self._dirty_shadow.append((region.view, off, last - first))
                 return region.view[off:off + last - first]
         raise CheckError(f"no shadow memory for {addr:#x}+{size:#x}: only the direct map and "
                          "vmalloc have shadow")
 
-    def alloc(self, name: str, size: int, *, align: int = 8, redzone: int = 0,
-              at: int | None = None) -> tuple[int, memoryview]:
-        """An object in the direct map for this run, zeroed, followed by `redzone` spare bytes a
-        KASAN layer can poison. At `at` when given (a slab allocator's own placement), else
-        above everything allocated so far. `reset` frees it. Returns (address, view)."""
-        off = ((self._heap_top + align - 1) & -align) if at is None else at - self.heap.start
-        if off < 0 or off + size + redzone > self.heap.size:
-            raise CheckError(f"cannot allocate {name!r} ({size} bytes) in the direct map"
-                             + (f" at {at:#x}" if at is not None else ": it is full"))
-        self._heap_top = max(self._heap_top, off + size + redzone)
-        addr = self.heap.start + off
-        self.objects.append(Obj(name, addr, size))
-        return addr, self.heap.view[off:off + size]
+    def alloc(self, name: str, size: int, *, at: int | None = None,
+              stricter: str = "") -> tuple[int, memoryview]:
+        """A zeroed object for this run; `reset` frees it. Returns (address, view).
+
+        Without `at` it is `kmalloc(size)` from the slab heap: unpoisoned, redzone after it,
+        labelled `name` in reports (`stricter`: see `SlabObject.stricter`). With `at` it is
+        placed at that address of the fixed area below the heap (above every fixed object so
+        far), its shadow unpoisoned and the rest of the area left as redzone."""
+        if at is None:
+            obj = self.slab.kmalloc(size, name, stricter=stricter)
+            off = obj.addr - self.heap.start
+            ctypes.memset(self.heap.host + off, 0, obj.object_size)
+            return obj.addr, self.heap.view[off:off + size]
+        off = at - self.heap.start
+        if not self._fixed_top <= off or off + size > FIXED_AREA or at % 8:
+            raise CheckError(f"cannot place {name!r} ({size} bytes) at {at:#x}: the fixed area is "
+                             f"[{self.heap.start + self._fixed_top:#x}, "
+                             f"{self.heap.start + FIXED_AREA:#x}), 8-aligned")
+        self._fixed_top = off + size
+        ctypes.memset(self.heap.host + off, 0, size)
+        if size:
+            self.fixed_shadow.unpoison(at, size)
+        self.objects.append(Obj(name, at, size))
+        return at, self.heap.view[off:off + size]
+
+    def find_object(self, addr: int) -> SlabObject | None:
+        """The object whose slot holds `addr`, as reports describe it (`slab.Heap.find`)."""
+        if addr < self.heap.start + FIXED_AREA:
+            obj = next((o for o in self.objects if o.addr <= addr < o.addr + max(o.size, 1)), None)
+            return obj and SlabObject(obj.addr, obj.size, obj.size, None, obj.name)
+        return self.slab.find(addr)
 
     def object_at(self, addr: int) -> Obj | None:
-        for obj in self.objects:
-            if obj.addr <= addr < obj.addr + max(obj.size, 1):
-                return obj
-        return None
+        """The live object holding `addr` (its own bytes only, not its redzone)."""
+        obj = self.find_object(addr)
+        if obj is None or not obj.allocated or not obj.addr <= addr < obj.addr + max(obj.size, 1):
+            return None
+        return Obj(obj.label, obj.addr, obj.size)
 
     def read(self, addr: int, size: int) -> bytes:
         """Guest memory, for helpers; CheckError when it is not mapped."""
@@ -428,19 +511,31 @@ class Machine:
 
     # ---------------------------------------------------------------- per run
 
-    def target(self, *, kasan: str = "off", asan_address=None,
-               tail_call_address: int | None = None) -> Target:
-        """What the JIT links against on this machine."""
+    def target(self, *, kasan: str = "off", asan_address=None, tail_calls: bool = False) -> Target:
+        """What the JIT links against on this machine. `tail_calls`: compile bpf_tail_call
+        inline (the machine's prog arrays use jit/tail_call.py's layout)."""
         return Target(image_base=self.code.start, call_address=self.call_address,
-                      asan_address=asan_address, kasan=kasan, tail_call_address=tail_call_address,
+                      asan_address=asan_address, kasan=kasan,
+                      tail_call_address=self._tail_call_marker() if tail_calls else None,
                       budget_address=self.kdata.start + _D_BUDGET,
-                      budget_exhausted_address=self.budget_stop)
+                      budget_exhausted_address=self.budget_stop,
+                      helper_table_address=self.kdata.start + _D_HELPER_TABLE)
+
+    def _tail_call_marker(self) -> int:
+        # Inline tail calls never call bpf_tail_call; the address only says "supported" and names
+        # the helper should anything ever jump there (int3: a clear trap).
+        return self.alloc_text("bpf_tail_call", b"\xcc")
 
     def reset(self) -> None:
         """Forget the previous run: free its objects and zero the memory and shadow it could
-        have dirtied (objects, the whole task stack, handed-out shadow, kernel-data buffers)."""
-        ctypes.memset(self.heap.host, 0, self._heap_top)
-        ctypes.memset(self.heap_shadow.host, 0, (self._heap_top >> 3) + 1)
+        have dirtied (the slabs it used, fixed objects, the whole task stack, the stack's
+        shadow, kernel-data buffers). Heap shadow goes back to the heap's own poison values."""
+        for base, size in self._used_slabs():
+            ctypes.memset(self.heap.host + base - self.heap.start, 0, size)
+        self.slab.reset()
+        ctypes.memset(self.heap.host, 0, self._fixed_top)
+        if self._fixed_top:
+            self.fixed_shadow.poison(self.heap.start, (self._fixed_top + 7) & ~7, PAGE_REDZONE)
         ctypes.memset(self.stack.host, 0, STACK_SIZE)
         ctypes.memset(self.vmalloc_shadow.host + ((STACK_BASE - layout.VMALLOC) >> 3), 0,
                       STACK_SIZE >> 3)
@@ -450,7 +545,14 @@ class Machine:
             ctypes.memset(self.kdata.host + addr - self.kdata.start, 0, size)
         self._dirty_shadow.clear()
         self.objects.clear()
-        self._heap_top = 0
+        self._fixed_top = 0
+
+    def _used_slabs(self) -> list[tuple[int, int]]:
+        """(base, size) of every slab holding an object of this run."""
+        slabs = self.slab.mapped_ranges()
+        starts = [base for base, _ in slabs]
+        used = {bisect.bisect_right(starts, obj.addr) - 1 for obj in self.slab.objects()}
+        return [slabs[i] for i in sorted(used) if i >= 0]
 
     def load(self, image: Image) -> None:
         """Copy `image` to its link address (a no-op if it is already there)."""
@@ -468,8 +570,9 @@ class Machine:
         self._loaded, self._loaded_len = image, size
 
     def run(self, image: Image, args: tuple[int, ...] = (), *, insn_limit: int = DEFAULT_INSN_LIMIT,
-            time_limit: float = DEFAULT_TIME_LIMIT, tag: str = "") -> MachineRun:
-        """Run the loaded `image` from its first function with BPF r1.. = `args`.
+            time_limit: float = DEFAULT_TIME_LIMIT, tag: str | Sequence[str] = "") -> MachineRun:
+        """Run the loaded `image` from its first function with BPF r1.. = `args`. `tag`: the
+        program tag oopses name functions by (one for all, or one per `image.funcs` entry).
 
         `insns` is an upper bound of executed BPF slots: the budget the JIT's back-edge and call
         counters consumed, plus the number of slots (the straight-line part run at most once per
@@ -552,12 +655,14 @@ class Machine:
             return None
         return image.insn_at(ret - 1 - image.base)
 
-    def locate(self, rip: int, image: Image, tag: str, rsp: int | None = None):
+    def locate(self, rip: int, image: Image, tag: str | Sequence[str], rsp: int | None = None):
         """(symbol+off/len, BPF slot) for `rip`; in a stub, the BPF slot is its caller's."""
         off = rip - image.base
         if 0 <= off < len(image.code):
             func = image.func_at(off)
             name = func.name if func else "?"
+            if not isinstance(tag, str):
+                tag = tag[image.funcs.index(func)] if func in image.funcs and tag else ""
             sym = f"bpf_prog_{tag}_{name}" if tag else f"bpf_prog_{name}"
             rel, length = (off - func.offset, func.length) if func else (off, len(image.code))
             return Location(f"{sym}+{rel:#x}/{length:#x}", image.insn_at(off))

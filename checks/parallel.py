@@ -43,15 +43,15 @@ class FileResults:
     results: list[TestResult]
 
 
-def run_files(units, *, engine: str, options: runner.RunOptions,
-              jobs: int = 1) -> Iterator[FileResults]:
+def run_files(units, *, engine: str, options: runner.RunOptions, jobs: int = 1,
+              engine_options: runner.EngineOptions | None = None) -> Iterator[FileResults]:
     """Yield the results of each of `units` (what `runner.collect` returns), in that order, using
     `jobs` processes."""
     if jobs <= 1 or len(units) <= 1:
-        yield from _in_process(units, runner.make_engine(engine), options)
+        yield from _in_process(units, runner.make_engine(engine, engine_options), options)
     else:
         _check_engine(engine)
-        yield from _in_pool(units, engine, options, jobs)
+        yield from _in_pool(units, (engine, engine_options), options, jobs)
 
 
 def _check_engine(name: str) -> None:
@@ -71,9 +71,9 @@ def _in_process(units, engine, options) -> Iterator[FileResults]:
 _worker_engine = None                   # each worker process's engine, made once
 
 
-def _start_worker(engine_name: str) -> None:
+def _start_worker(engine_name: str, engine_options: runner.EngineOptions | None) -> None:
     global _worker_engine
-    _worker_engine = runner.make_engine(engine_name)
+    _worker_engine = runner.make_engine(engine_name, engine_options)
 
 
 def _run_unit(path: str, test_id: str, type_index: int, options: runner.RunOptions) -> list:
@@ -88,30 +88,26 @@ def _size(path: str) -> int:
         return 0
 
 
-def _in_pool(units, engine: str, options, jobs: int) -> Iterator[FileResults]:
+def _in_pool(units, engine: tuple, options, jobs: int) -> Iterator[FileResults]:
+    """`engine` is (name, EngineOptions) for the workers' initializer."""
     order = sorted(range(len(units)), key=lambda i: -_size(units[i][0]))      # largest first
     done: dict[int, list] = {}
     next_out = 0
     pool = ProcessPoolExecutor(min(jobs, len(units)), mp_context=get_context("fork"),
-                               initializer=_start_worker, initargs=(engine,))
+                               initializer=_start_worker, initargs=engine)
     try:
         pending = {pool.submit(_run_unit, units[i][0], units[i][1],
                                runner.FILE_TYPES.index(units[i][2]), options): i for i in order}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                done[pending.pop(future)] = _result_of(future)
+                done[pending.pop(future)] = future.result()
             while next_out in done:
                 path, test_id, _ = units[next_out]
                 yield FileResults(path, test_id, done.pop(next_out))
                 next_out += 1
-    finally:                                # also when the consumer stops early (Ctrl-C)
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _result_of(future) -> list:
-    try:
-        return future.result()
     except BrokenProcessPool:
         raise CheckError("a worker process died (killed, or crashed inside the emulator); "
                          "rerun with -j 1 to see which test") from None
+    finally:                                # also when the consumer stops early (Ctrl-C)
+        pool.shutdown(wait=True, cancel_futures=True)

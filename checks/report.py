@@ -11,8 +11,7 @@ After the closing ruler come our own `bpf-kasan:` lines, which the kernel cannot
 instruction and its source line, the x86 instruction making the access, what the object is,
 and, when the emulator is stricter than real KASAN, why the kernel would have stayed silent.
 
-Owns: the report text and the Finding record. Must not import bot/ (unicorn arrives only
-indirectly, through checks.jit_engine.prog_tag, which is shared with the oops path).
+Owns: the report text and the Finding record. Must not import unicorn or bot/.
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from typing import Callable
 import capstone
 
 from checks import layout
-from checks.jit_engine import prog_tag
+from jit.tag import prog_tag
 from checks.asan_routine import routine_name
 from checks.kasan_records import Attributed, ReportGate, attribute
 from checks.shadow import GRANULE, MASK64, ShadowMap, classify

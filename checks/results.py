@@ -26,6 +26,9 @@ from dataclasses import dataclass, field, replace
 STATUSES = ("pass", "fail", "error", "skip")
 EXPECTS = ("success", "failure")
 FINDING_RECORDS = "finding_records"        # extra key: the finding dicts, listed once in `findings`
+SUITE = "suite"                  # extra key: the suite a result belongs to ("kselftest"...)
+IMPORTED = "imported"            # extra key: the test's program was built (False: skipped before)
+EXECUTED = "executed"            # extra key: the program ran (faithfully)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class TestResult:
             raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
         if self.expect not in EXPECTS:
             raise ValueError(f"expect {self.expect!r} is not one of {EXPECTS}")
+
+    @property
+    def executed(self) -> bool:
+        """Whether the program ran: the producer says so (`extra["executed"]`), else a retval or
+        executed instructions show it."""
+        return bool(self.extra.get(EXECUTED, self.retval is not None or self.insns > 0))
 
     @property
     def finding_records(self) -> list[dict]:
@@ -127,9 +136,6 @@ def to_json(results, findings=None) -> str:
 
 # -- the closing table of a selftest run ---------------------------------------------------------
 
-SUITE = "suite"                  # extra key: which suite a result belongs to ("kselftest", ...)
-IMPORTED = "imported"            # extra key: the test's program was built (False: skipped before)
-EXECUTED = "executed"            # extra key: the program ran (faithfully) at least once
 # Names inside skip reasons (kfuncs, callees, helpers) would split one cause into many rows.
 _REASON_NAMES = re.compile(r"\b(kfunc|function|helper) [\w.]+")
 
@@ -159,7 +165,7 @@ class SuiteTable:
         skips = Counter(reason_group(r.reason) for r in results if r.status == "skip")
         return cls(tests=len(results),
                    imported=sum(1 for r in results if r.extra.get(IMPORTED, r.status != "error")),
-                   run=sum(1 for r in results if r.extra.get(EXECUTED)),
+                   run=sum(1 for r in results if r.executed),
                    retval_tests=len(retval),
                    retval_pass=sum(1 for r in retval if r.status == "pass"),
                    failed=sum(1 for r in results if r.status in ("fail", "error")),

@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from checks.errors import CheckError
 from checks import whatif
+from checks.errors import CheckError
 from checks.explore import (DEFAULT_EXPLORE, FAITHFUL, Explorable, Outcome, crashed, explore,
                             explored_result, variants)
-from checks.results import EXECUTED, TestResult
+from checks.results import TestResult
 from jit.errors import BpfKasanError
 from jit.program import Program
 
@@ -73,13 +73,25 @@ def register_engine(name: str, factory: Callable[[], Engine]) -> None:
     ENGINES[name] = factory
 
 
-def make_engine(name: str) -> Engine:
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine settings from the command line. An engine that has settings defines
+    `configure(options)`; `make_engine` calls it once, before the first run."""
+    kasan: str = "inline"                 # "off" | "inline" | "outline"
+    multishot: bool = True                # every KASAN report, not only the first
+
+
+def make_engine(name: str, options: EngineOptions | None = None) -> Engine:
     if name not in ENGINES and name in ENGINE_MODULES:
         importlib.import_module(ENGINE_MODULES[name])
     if name not in ENGINES:
         known = ", ".join(sorted(set(ENGINES) | set(ENGINE_MODULES)))
         raise CheckError(f"unknown engine {name!r} (known: {known})")
-    return ENGINES[name]()
+    engine = ENGINES[name]()
+    configure = getattr(engine, "configure", None)
+    if options is not None and configure is not None:
+        configure(options)
+    return engine
 
 
 class Case(Protocol):
@@ -211,7 +223,7 @@ def run_case(case: Case, engine: Engine, options: RunOptions) -> TestResult:
         return result
     if result.expect == "failure":
         return _what_if(case, result, engine, options) if options.what_if else result
-    if options.explore and result.extra.get(EXECUTED):
+    if options.explore and result.executed:
         return _explored(case, result, engine, options)
     return result
 

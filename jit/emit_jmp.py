@@ -10,20 +10,25 @@ With an instruction budget (`Target.budget_address`), a taken backward jump firs
 one more trip executes) and a bpf-to-bpf call subtracts the callee's length. The stub, placed
 after the function, is `jmp Target.budget_exhausted_address`.
 
+callx follows uBPF where the target provides a helper table (a register value below 2**32 is
+a helper id), else calls the register as an address (see `_callx_hybrid`).
+
 Owns: control flow. Must not import capstone, unicorn, checks/ or bot/.
 """
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
 
 from jit import isa
 from jit.emit_ctx import ABS, FUNC, STUB, EmitCtx
 from jit.errors import JitError
-from jit.frame import BPF_TO_X86, emit_epilogue
+from jit.frame import AUX, BPF_TO_X86, SCRATCH, emit_epilogue
 from jit.isa import Insn
 from jit.tail_call import TAIL_CALL_HELPER, emit_load_tcc_ptr, emit_tail_call
 from jit.x86 import (OP_CMP, OP_TEST, Cond, Ext, Reg, emit_alu_ri, emit_call_reg, emit_jcc8, emit_jcc32,
-                     emit_jmp8, emit_jmp32, emit_mem_ri, emit_op_rr, emit_sub_abs_imm, emit_test_ri)
+                     emit_jmp8, emit_jmp32, emit_mem_ri, emit_mov_rr, emit_op_rr, emit_shift_ri,
+                     emit_sub_abs_imm, emit_test_ri, is_simm32)
 
 CONDITIONS = {isa.JEQ: Cond.E, isa.JNE: Cond.NE, isa.JSET: Cond.NE, isa.JGT: Cond.A, isa.JLT: Cond.B,
               isa.JGE: Cond.AE, isa.JLE: Cond.BE, isa.JSGT: Cond.G, isa.JSLT: Cond.L,
@@ -118,10 +123,13 @@ def _emit_call(ctx: EmitCtx, insn: Insn) -> None:
         emit_tail_call(ctx)
         return
     emit_load_tcc_ptr(ctx)
-    if insn.source == isa.X:                      # callx: absolute address in dst
+    if insn.source == isa.X:                      # callx: helper id or absolute address in dst
         if ctx.target.budget_address is not None:
             _emit_budget_charge(ctx, len(ctx.insns))
-        emit_call_reg(chunk.code, ctx.reg(insn.dst))
+        if ctx.target.helper_table_address is None:
+            emit_call_reg(chunk.code, ctx.reg(insn.dst))
+        else:
+            chunk.code += _callx_hybrid(ctx.reg(insn.dst), ctx.target.helper_table_address)
     elif insn.src == isa.PSEUDO_CALL:
         callee = ctx.frame_index(ctx.pc + 1 + insn.imm, "bpf-to-bpf call")
         if ctx.target.budget_address is not None:
@@ -130,6 +138,37 @@ def _emit_call(ctx: EmitCtx, insn: Insn) -> None:
         chunk.call(FUNC, callee)
     else:
         chunk.call(ABS, ctx.call_address(insn.src, insn.imm))
+
+
+@lru_cache(maxsize=64)
+def _callx_hybrid(reg: int, table: int) -> bytes:
+    """callx by uBPF's rule and by address: a value below 2**32 is a helper id, looked up in
+    `table` ({u64 count; u64 stub[count]}); an id past the count, or without a helper (0), calls
+    address 0, a NULL instruction fetch the machine reports as an oops. Any other value is called
+    as an absolute address. Clobbers r10/r11, which are free between BPF instructions."""
+    out = bytearray()
+    emit_mov_rr(out, AUX, reg, True)                       # mov r11, reg
+    emit_mov_rr(out, SCRATCH, AUX, True)                   # mov r10, r11
+    emit_shift_ri(out, Ext.SHR, SCRATCH, 32, True)         # shr r10, 32
+    lookup = bytearray(b"\x4c\x3b\x1c\x25" + _abs32(table))       # cmp r11, qword ptr [table]
+    load = b"\x4e\x8b\x1c\xdd" + _abs32(table + 8)                # mov r11, [8*r11 + table + 8]
+    bad = b"\x45\x31\xdb"                                   # bad: xor r11d, r11d
+    emit_jcc8(lookup, Cond.AE, len(load) + 2)              # jae bad
+    lookup += load
+    emit_jmp8(lookup, len(bad))                            # jmp call
+    lookup += bad
+    emit_jcc8(out, Cond.NE, len(lookup))                   # jnz call        ; an address
+    out += lookup
+    out += b"\x41\xff\xd3"                                 # call: call r11
+    return bytes(out)
+
+
+def _abs32(addr: int) -> bytes:
+    """`addr` as the sign-extended disp32 of an absolute operand (kernel half or low 2 GiB)."""
+    signed = addr - (1 << 64) if addr >> 63 else addr
+    if not is_simm32(signed):
+        raise JitError(f"address {addr:#x} is not reachable as an absolute disp32")
+    return struct.pack("<i", signed)
 
 
 def _emit_exit(ctx: EmitCtx) -> None:

@@ -31,6 +31,10 @@ class Target:
     # re-execute; when it goes below zero the code jumps to `budget_exhausted_address`.
     budget_address: int | None = None
     budget_exhausted_address: int | None = None
+    # callx (uBPF's rule): a register value below 2**32 is a helper id, looked up in a table at
+    # this address, `{u64 count; u64 stub[count]}` (0 = no such helper); any other value is an
+    # absolute address. None: callx always calls the register as an address.
+    helper_table_address: int | None = None
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,6 @@ LONG = os.environ.get("BPF_KASAN_LONG") == "1"
 KNOWN_DIVERGENCES = {
     "err-stack-oob.data": "the interpreter bounds each frame to exactly 512 bytes; the kernel JIT "
                           "has no stack bounds check (the verifier would refuse the program)",
-    "callx.data": "uBPF's callx takes a helper *number* from the register (the interpreter "
-                  "follows uBPF); the JIT calls the register as an address, as clang's callx means",
 }
 
 

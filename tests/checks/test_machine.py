@@ -14,7 +14,7 @@ import pytest
 
 from checks import layout
 from checks.errors import CheckError
-from checks.machine import (STACK_BASE, STACK_TOP, HelperError, Machine, StopRun)
+from checks.machine import (FIXED_AREA, STACK_BASE, STACK_TOP, HelperError, Machine, StopRun)
 from jit.errors import JitError
 from jit.image import FuncImage, Image
 
@@ -116,13 +116,24 @@ def test_reset_zeroes_what_the_run_dirtied(fresh):
 def test_alloc_at_a_fixed_address_and_refusals(fresh):
     addr, _ = fresh.alloc("input", 4, at=layout.DIRECT_MAP + 0x10000)
     assert addr == layout.DIRECT_MAP + 0x10000
-    low, _ = fresh.alloc("low", 4, at=layout.DIRECT_MAP)               # a slab's own placement
-    after, _ = fresh.alloc("next", 4)                                   # bump: above everything
-    assert low == layout.DIRECT_MAP and after >= addr + 4
-    with pytest.raises(CheckError, match="it is full"):
+    with pytest.raises(CheckError, match="fixed area"):
+        fresh.alloc("below", 4, at=layout.DIRECT_MAP)                # under an earlier one
+    heap, _ = fresh.alloc("next", 4)                                  # kmalloc: the slab heap
+    assert heap >= layout.DIRECT_MAP + FIXED_AREA and fresh.find_object(heap).cache == "kmalloc-8"
+    with pytest.raises(CheckError, match="is full"):
         fresh.alloc("huge", layout.DIRECT_MAP_SIZE)
     with pytest.raises(CheckError, match="at 0x"):
         fresh.alloc("outside", 4, at=layout.DIRECT_MAP - 8)
+
+
+def test_heap_objects_have_redzones_and_guard_pages(fresh):
+    addr, _ = fresh.alloc("obj", 8)
+    assert fresh.shadow.byte(addr) == 0 and fresh.shadow.byte(addr + 8) == 0xFC
+    slab = next((b, n) for b, n in fresh.slab.mapped_ranges() if b <= addr < b + n)
+    guard = slab[0] + slab[1]
+    run = fresh.run(image(fresh, LOAD_RAX_RDI, RET), (guard + 16,))
+    assert run.fault.lines[0] == f"BUG: unable to handle page fault for address: {guard + 16:016x}"
+    assert fresh.run(image(fresh, LOAD_RAX_RDI, RET), (guard - 8,)).ok
 
 
 def test_guard_pages_fault_as_not_present(fresh):

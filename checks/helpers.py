@@ -1,0 +1,322 @@
+"""The emulated kernel's BPF helpers and the KASAN selftest kfuncs, one small function each.
+
+Each helper is `fn(kernel, r1, r2, r3, r4, r5) -> r0` (checks.kernel.Kernel). Ids are those of
+include/uapi/linux/bpf.h; names (for messages) come from checks.kselftest.uapi_facts. A helper
+that meets an argument the verifier would have refused raises `HelperError`, which ends the run
+with a per-test error naming the helper and the calling instruction.
+
+Deliberate choices:
+- probe_read{,_kernel,_user}: a source that is unmapped or poisoned gives -EFAULT and a zeroed
+  destination, never a report (the kernel's copy_from_kernel_nofault).
+- ktime_get_ns counts 1000 ns a call from a fixed start, and get_prandom_u32 draws from a
+  generator seeded per run: runs are reproducible. Both take exploration overrides first
+  (`Kernel.helper_result`).
+- bpf_tail_call is compiled inline by the JIT; bpf_loop and bpf_for_each_map_elem are native
+  code (checks/native_helpers.py); only for_each's element table is built here.
+
+Kfuncs (src 2) of the kernel's KASAN selftest (bpf_testmod), with BTF ids we chose, for LLVM asm
+`call kfunc(N)`: see KFUNCS. bpf_testmod_oob_alloc returns a 1-byte object whose type
+(`struct { u8 data; union { u8..u64 redzone_N; }; }`) is 16 bytes, so reading `redzone_N` at
+offset 8 is a slab-out-of-bounds read; the selftest's own allocation size is unverified.
+
+Must not import unicorn or bot/.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from checks.kselftest.uapi_facts import FALLBACK_HELPERS
+from checks.machine import HelperError
+from checks.maps import ArrayMap, HashMap, RingBuf
+from checks.shadow import SLAB_FREE
+
+MASK64 = 0xFFFFFFFFFFFFFFFF
+EFAULT, EINVAL, ENOENT = 14, 22, 2
+TASK_COMM = b"test_progs"
+KTIME_START, KTIME_STEP = 1_000_000_000, 1000
+
+
+@dataclass(frozen=True)
+class Helper:
+    id: int
+    name: str                   # without the bpf_ prefix, as exploration names them
+    fn: Callable
+
+
+def _neg(errno: int) -> int:
+    return -errno & MASK64
+
+
+def _map(kernel, addr: int, helper: str):
+    m = kernel.map_at(addr)
+    if m is None:
+        raise HelperError(f"bpf_{helper}: r1 = {addr:#x} is not a map")
+    return m
+
+
+# -- maps ---------------------------------------------------------------------------------------
+
+def map_lookup_elem(kernel, map_addr, key_ptr, *_):
+    m = _map(kernel, map_addr, "map_lookup_elem")
+    key = kernel.read(key_ptr, m.definition.key_size)
+    kernel.lookups.append((m.index, key))
+    return m.value_address(key) or 0
+
+
+def map_update_elem(kernel, map_addr, key_ptr, value_ptr, flags, _):
+    m = _map(kernel, map_addr, "map_update_elem")
+    key = kernel.read(key_ptr, m.definition.key_size)
+    kernel.lookups.append((m.index, key))
+    return m.update(key, kernel.read(value_ptr, m.definition.value_size), flags) & MASK64
+
+
+def map_delete_elem(kernel, map_addr, key_ptr, *_):
+    m = _map(kernel, map_addr, "map_delete_elem")
+    key = kernel.read(key_ptr, m.definition.key_size)
+    kernel.lookups.append((m.index, key))
+    return m.delete(key) & MASK64
+
+
+def get_local_storage(kernel, map_addr, flags, *_):
+    m = _map(kernel, map_addr, "get_local_storage")
+    if not isinstance(m, ArrayMap):
+        raise HelperError(f"bpf_get_local_storage: map {m.name} is not a cgroup storage map")
+    return m.element(0)
+
+
+def for_each_table(kernel, map_addr, callback, ctx, flags, _):
+    """for_each's element table: {u64 count; {u64 key, u64 value}[count]}, in kernel memory."""
+    if flags:
+        return _neg(EINVAL)
+    m = _map(kernel, map_addr, "for_each_map_elem")
+    if isinstance(m, ArrayMap):
+        pairs = [(i.to_bytes(4, "little"), m.element(i)) for i in range(m.definition.max_entries)]
+    elif isinstance(m, HashMap):
+        pairs = list(m.values.items())
+    else:
+        raise HelperError(f"bpf_for_each_map_elem: map {m.name} ({m.definition.type}) cannot be "
+                          "iterated")
+    table = kernel.kmalloc(8 + 16 * max(len(pairs), 1), f"for_each table of {m.name}")
+    keys = kernel.kmalloc(max(len(pairs), 1) * m.definition.key_size, f"for_each keys of {m.name}")
+    entries = [struct.pack("<Q", len(pairs))]
+    for i, (key, value) in enumerate(pairs):
+        kernel.write(keys + i * len(key), key)
+        entries.append(struct.pack("<QQ", keys + i * len(key), value))
+    kernel.write(table, b"".join(entries))
+    return table
+
+
+# -- ring buffers -------------------------------------------------------------------------------
+
+def _ringbuf(kernel, addr: int, helper: str) -> RingBuf:
+    m = _map(kernel, addr, helper)
+    if not isinstance(m, RingBuf):
+        raise HelperError(f"bpf_{helper}: map {m.name} is not a ring buffer")
+    return m
+
+
+def ringbuf_reserve(kernel, map_addr, size, flags, *_):
+    return 0 if flags else _ringbuf(kernel, map_addr, "ringbuf_reserve").reserve(size)
+
+
+def _commit(kernel, record: int, state: str) -> int:
+    for m in kernel.maps:
+        if isinstance(m, RingBuf) and m.commit(record, state):
+            return 0
+    raise HelperError(f"bpf_ringbuf_{state[:-2] if state.endswith('ed') else state}: "
+                      f"{record:#x} is not a reserved ring buffer record")
+
+
+def ringbuf_submit(kernel, record, flags, *_):
+    return _commit(kernel, record, "submitted")
+
+
+def ringbuf_discard(kernel, record, flags, *_):
+    return _commit(kernel, record, "discarded")
+
+
+def ringbuf_output(kernel, map_addr, data, size, flags, _):
+    rb = _ringbuf(kernel, map_addr, "ringbuf_output")
+    record = rb.reserve(size)
+    if not record:
+        return _neg(11)                       # -EAGAIN: no room
+    kernel.write(record, kernel.read(data, size))
+    rb.commit(record, "submitted")
+    return 0
+
+
+def ringbuf_query(kernel, map_addr, flags, *_):
+    rb = _ringbuf(kernel, map_addr, "ringbuf_query")
+    # BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS
+    return {0: rb.used, 1: rb.definition.max_entries, 2: 0, 3: rb.used}.get(flags, 0)
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+def probe_read(kernel, dst, size, src, *_):
+    size &= 0xFFFFFFFF
+    data = kernel.read_checked(src, size)
+    kernel.write(dst, data if data is not None else bytes(size))
+    return 0 if data is not None else _neg(EFAULT)
+
+
+def skb_load_bytes(kernel, skb, offset, to, length, _):
+    data, pkt_len = kernel.packet_of(skb)
+    offset &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    if offset > 0x7FFFFFFF or offset + length > pkt_len or not length:
+        kernel.write(to, bytes(length))
+        return _neg(EFAULT)
+    kernel.write(to, kernel.read(data + offset, length))
+    return 0
+
+
+def _ones_sum32(data: bytes, seed: int) -> int:
+    total = seed & 0xFFFFFFFF
+    for (word,) in struct.iter_unpack("<I", data):
+        total += word
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+def csum_diff(kernel, from_ptr, from_size, to_ptr, to_size, seed):
+    """The ones'-complement sum of ~from and to, plus seed, folded to 32 bits."""
+    from_size &= 0xFFFFFFFF
+    to_size &= 0xFFFFFFFF
+    if from_size % 4 or to_size % 4 or from_size + to_size > 512:
+        return _neg(EINVAL)
+    old = bytes(b ^ 0xFF for b in kernel.read(from_ptr, from_size)) if from_size else b""
+    new = kernel.read(to_ptr, to_size) if to_size else b""
+    return _ones_sum32(old + new, seed)
+
+
+def spin_lock(kernel, lock, *_):
+    """bpf_spin_lock / bpf_spin_unlock: one CPU, so nothing to wait for; the lock must be in a map
+    value, as the verifier demands."""
+    obj = kernel.find_object(lock)
+    if obj is None or not obj.allocated or "map value" not in obj.label:
+        raise HelperError(f"bpf_spin_lock/unlock: {lock:#x} is not inside a map value")
+    return 0
+
+
+# -- task and time ------------------------------------------------------------------------------
+
+def ktime_get_ns(kernel, *_):
+    return kernel.helper_result("ktime_get_ns", kernel.next_ktime)
+
+
+def get_prandom_u32(kernel, *_):
+    return kernel.helper_result("get_prandom_u32", lambda: kernel.rng.getrandbits(32))
+
+
+def get_smp_processor_id(kernel, *_):
+    return kernel.helper_result("get_smp_processor_id", lambda: 0)
+
+
+def get_numa_node_id(kernel, *_):
+    return 0
+
+
+def get_current_pid_tgid(kernel, *_):
+    pid = kernel.task.pid
+    return (pid << 32) | pid
+
+
+def get_current_uid_gid(kernel, *_):
+    return 0
+
+
+def get_current_comm(kernel, buf, size, *_):
+    size &= 0xFFFFFFFF
+    if not size:
+        return _neg(EINVAL)
+    kernel.write(buf, (TASK_COMM[:size - 1] + bytes(size))[:size])
+    return 0
+
+
+_CONVERSION = re.compile(rb"%(-?\d*)(ll|l|h|hh|z)?([diuxXpcs%])")
+
+
+def trace_printk(kernel, fmt, fmt_size, a1, a2, a3):
+    """bpf_trace_printk: up to three arguments; the output is kept in `kernel.trace_output`."""
+    raw = kernel.read(fmt, fmt_size & 0xFFFFFFFF).split(b"\0", 1)[0]
+    args = iter((a1, a2, a3))
+    try:
+        text = _CONVERSION.sub(lambda m: _convert(kernel, m, args), raw)
+    except StopIteration:
+        return _neg(EINVAL)                    # more conversions than arguments
+    kernel.trace_output.append(text.decode("latin-1"))
+    return len(text)
+
+
+def _convert(kernel, m: re.Match, args) -> bytes:
+    width, length, kind = m.group(1).decode(), m.group(2) or b"", m.group(3)
+    if kind == b"%":
+        return b"%"
+    value = next(args)
+    if kind == b"s":
+        return kernel.read_cstring(value)
+    bits = 64 if length in (b"l", b"ll", b"z") or kind == b"p" else 32
+    value &= (1 << bits) - 1
+    if kind in b"di" and value >> (bits - 1):
+        value -= 1 << bits
+    spec = {b"x": "x", b"X": "X", b"p": "x", b"c": "c"}.get(kind, "d")
+    text = format(value & 0xFF if spec == "c" else value, f"{width}{spec}")
+    return (("0x" + text) if kind == b"p" else text).encode("latin-1")
+
+
+# -- the KASAN selftest kfuncs ------------------------------------------------------------------
+
+def _granules(addr: int, size: int) -> tuple[int, int]:
+    start = addr & ~7
+    return start, ((addr + size + 7) & ~7) - start
+
+
+def kasan_poison(kernel, mem, size, *_):
+    """bpf_kfunc_kasan_poison: mark the granules holding [mem, mem+size) freed (0xFB), so an
+    access reads like a slab use-after-free."""
+    kernel.poison(*_granules(mem, size & 0xFFFFFFFF), SLAB_FREE)
+    return 0
+
+
+def kasan_unpoison(kernel, mem, size, *_):
+    kernel.unpoison(*_granules(mem, size & 0xFFFFFFFF))
+    return 0
+
+
+def oob_alloc(kernel, *_):
+    return kernel.kmalloc(1, "bpf_testmod_oob_alloc object (1 of its type's 16 bytes)")
+
+
+# -- the tables ---------------------------------------------------------------------------------
+
+_IMPLEMENTED = {
+    1: map_lookup_elem, 2: map_update_elem, 3: map_delete_elem, 4: probe_read, 5: ktime_get_ns,
+    6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id, 14: get_current_pid_tgid,
+    15: get_current_uid_gid, 16: get_current_comm, 26: skb_load_bytes, 28: csum_diff,
+    42: get_numa_node_id, 81: get_local_storage, 93: spin_lock, 94: spin_lock,
+    112: probe_read, 113: probe_read, 130: ringbuf_output, 131: ringbuf_reserve,
+    132: ringbuf_submit, 133: ringbuf_discard, 134: ringbuf_query,
+}
+_EXTRA_NAMES = {"bpf_probe_read_user": 112, "bpf_get_current_uid_gid": 15,
+                "bpf_get_current_comm": 16, "bpf_get_numa_node_id": 42, "bpf_ringbuf_query": 134,
+                "bpf_for_each_map_elem": 164}
+HELPER_NAMES = {hid: name.removeprefix("bpf_")
+                for name, hid in {**FALLBACK_HELPERS, **_EXTRA_NAMES}.items()}
+HELPERS = {hid: Helper(hid, HELPER_NAMES.get(hid, f"helper_{hid}"), fn)
+           for hid, fn in _IMPLEMENTED.items()}
+# Native (checks/native_helpers.py), and compiled inline by the JIT.
+LOOP, FOR_EACH_MAP_ELEM, TAIL_CALL = 181, 164, 12
+
+KFUNCS = {0x7E0001: Helper(0x7E0001, "bpf_kfunc_kasan_poison", kasan_poison),
+          0x7E0002: Helper(0x7E0002, "bpf_kfunc_kasan_unpoison", kasan_unpoison),
+          0x7E0003: Helper(0x7E0003, "bpf_testmod_oob_alloc", oob_alloc)}
+KFUNC_IDS = {k.name: k.id for k in KFUNCS.values()}
+
+
+def helper_name(helper_id: int) -> str:
+    return HELPER_NAMES.get(helper_id, f"#{helper_id}")

@@ -1,0 +1,189 @@
+"""Selftest cases run the way test_loader runs them: `SelftestCase` → runner cases → `TestResult`s.
+
+Per test (functions marked `__auxiliary` are not tests; they are only loaded alongside):
+- the privileged run, when the test has one; the unprivileged run (id suffix ` @unpriv`) only when
+  its expected result or retval differs from the privileged one (otherwise it would repeat it);
+- `__failure`: not executed (the verifier is not emulated): "pass", reason "expected rejection;
+  not executed" (what-if mode runs it through `run_variant`);
+- `__success` with `__retval`: executed with BPF_PROG_TEST_RUN (`checks.test_run`) and the retval
+  compared as a 32-bit int; `__success` without one (or POINTER_VALUE): executed for KASAN findings,
+  any retval passes;
+- a run that faults or reports KASAN (faithful mode) fails; a run we could not complete (an
+  emulation gap: unknown helper, budget exceeded) is an error; tests we cannot build or whose
+  program type has no test_run context are skipped with the reason.
+
+Results carry `imported` and `executed` (checks.results) and their findings' records.
+The cases implement `checks.explore.Explorable`, so the runner can explore and run what-if.
+
+Owns: test_loader's judgement. Must not import github or bot/; unicorn only lazily, when a
+program runs (the runner imports this module to list file types).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from checks import contexts
+from checks.explore import FAITHFUL, Outcome, Surface, Variant, surface_of
+from checks.kselftest.case import SelftestCase
+from checks.kselftest.importer import load_cases
+from checks.results import EXECUTED, IMPORTED, TestResult
+from jit.errors import BpfKasanError
+from jit.program import Program
+
+UNPRIV = " @unpriv"
+NOT_EXECUTED = "expected rejection; not executed"
+ENGINE = "kernel"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One of test_loader's two runs of a test."""
+    suffix: str                    # "" (privileged) or UNPRIV
+    expect: str
+    retval: int | None             # compared when not None
+    executes: bool
+    msgs: tuple[str, ...]
+
+
+def modes(case: SelftestCase) -> list[Mode]:
+    """The runs that are tests of their own: auxiliary programs have none, and an unprivileged
+    run that expects what the privileged one does is left out."""
+    out = []
+    priv = Mode("", case.expect, case.retval, case.executes, case.msgs)
+    if case.runs_priv and not case.auxiliary:
+        out.append(priv)
+    if case.runs_unpriv and not case.auxiliary_unpriv:
+        unpriv = Mode(UNPRIV, case.expect_unpriv, case.retval_unpriv, case.executes_unpriv,
+                      case.msgs_unpriv)
+        same = (unpriv.expect, unpriv.retval, unpriv.executes) == (priv.expect, priv.retval, priv.executes)
+        if not (out and same):
+            out.append(unpriv)
+    return out
+
+
+class KselftestCase:
+    """One mode of one selftest, as the runner's `Case` (and `Explorable`)."""
+
+    def __init__(self, case: SelftestCase, mode: Mode, others: Mapping[str, Program]):
+        self.case, self.mode, self.others = case, mode, others
+        self.id = case.id + mode.suffix
+        self.path = case.file
+        self.name = case.name + mode.suffix
+        self.msgs = mode.msgs
+        self._prepared: Program | None = None
+
+    # -- the runner's Case ----------------------------------------------------------------------
+
+    def run(self, engine, *, insn_limit: int) -> TestResult:
+        started = time.perf_counter()
+        why_not = self.why_not_run()
+        if why_not is not None:
+            status, reason = why_not
+            return self._result(status, reason, started)
+        try:
+            done = self._execute(FAITHFUL, insn_limit)
+        except BpfKasanError as e:
+            return self._result("error", str(e), started, executed=True)
+        status, reason = judge(self.mode, done)
+        result = self._result(status, reason, started, executed=True, retval=done.run.r0,
+                              insns=done.run.insns)
+        return result.with_findings([f.to_json() for f in done.run.findings])
+
+    def why_not_run(self) -> tuple[str, str] | None:
+        """(status, reason) when the faithful run does not execute the program."""
+        case = self.case
+        if case.error is not None:
+            return "error", str(case.error)
+        if case.program is None:
+            return "skip", case.skip_reason or "not imported"
+        if self.mode.expect == "failure":
+            return "pass", NOT_EXECUTED
+        unsupported = contexts.unsupported(case.program.prog_type)
+        if unsupported:
+            return "skip", unsupported
+        return None
+
+    def _result(self, status: str, reason: str, started: float, *, executed: bool = False,
+                retval: int | None = None, insns: int = 0) -> TestResult:
+        return TestResult(id=self.id, file=self.path, name=self.name, status=status, reason=reason,
+                          expect=self.mode.expect, retval=retval, expected_retval=self.mode.retval,
+                          duration_s=time.perf_counter() - started, insns=insns, engine=ENGINE,
+                          extra={IMPORTED: self.case.program is not None, EXECUTED: executed})
+
+    # -- Explorable -----------------------------------------------------------------------------
+
+    def surface(self) -> Surface | None:
+        program = self.case.program
+        if program is None or contexts.unsupported(program.prog_type):
+            return None
+        return surface_of(self.prepared(), packet=contexts.has_packet(program.prog_type))
+
+    def run_variant(self, engine, variant: Variant, *, insn_limit: int) -> Outcome:
+        if self.surface() is None:
+            return Outcome(error="no program to run")
+        try:
+            done = self._execute(variant, insn_limit)
+        except BpfKasanError as e:
+            return Outcome(error=str(e))
+        fault = done.run.fault.splitlines()[0] if done.run.fault else None
+        return Outcome(findings=tuple(f.to_json() for f in done.run.findings), fault=fault,
+                       error=done.run.error, r0=done.run.r0)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def prepared(self) -> Program:
+        if self._prepared is None:
+            from checks.test_run import prepare
+            self._prepared = prepare(self.case.program, self.others)
+        return self._prepared
+
+    def _execute(self, variant: Variant, insn_limit: int):
+        from checks import test_run
+        options = variant.kernel_options()
+        return test_run.run(_kernel(), self.prepared(), file=self.path, test=self.id,
+                            data_in=variant.packet, begin=options, insn_limit=insn_limit)
+
+
+def judge(mode: Mode, done) -> tuple[str, str]:
+    """(status, reason) of a faithful `checks.test_run.TestRun`."""
+    run = done.run
+    if run.fault is not None:
+        where = f" at insn {run.fault_insn}" if run.fault_insn is not None else ""
+        return "fail", f"{run.fault.splitlines()[0]}{where}"
+    if run.error is not None:
+        return "error", run.error
+    faithful = [f for f in run.findings if f.mode == "faithful"]
+    if faithful:
+        return "fail", f"KASAN: {faithful[0].title}"
+    if mode.retval is not None and done.retval != mode.retval:
+        return "fail", f"retval {done.retval} != expected {mode.retval}"
+    return "pass", ""
+
+
+_kernels: dict[int, object] = {}
+
+
+def _kernel():
+    """This process's Kernel (one Unicorn machine per process; a forked worker makes its own)."""
+    pid = os.getpid()
+    if pid not in _kernels:
+        from checks.test_run import new_kernel
+        _kernels.clear()
+        _kernels[pid] = new_kernel()
+    return _kernels[pid]
+
+
+def runner_cases(cases: list[SelftestCase]) -> list[KselftestCase]:
+    """The runner cases of one file's selftests, in source order."""
+    others = {c.name: c.program for c in cases if c.program is not None}
+    return [KselftestCase(c, mode, others) for c in cases for mode in modes(c)]
+
+
+def c_file_cases(path: str, file_id: str) -> list[KselftestCase]:
+    """The runner's `FileType.cases` for selftest C files (`checks.kselftest.is_selftest_source`)."""
+    del file_id                      # ids are "<file name>::<function>", as test_progs names them
+    return runner_cases(load_cases(pathlib.Path(path)))

@@ -1,0 +1,103 @@
+"""Link one program of a BPF object the way libbpf does: the program's function, then each
+function it calls or takes the address of, appended the first time it is reached (depth
+first); calls and ld_imm64 function addresses get the displacement to the appended copy; map
+and global references become PSEUDO_MAP_FD / PSEUDO_MAP_VALUE with an index into
+`Program.maps` (in order of first use) for the map fd.
+
+Owns: placing functions and patching references. Must not import unicorn, capstone, anything
+from checks/ or bot/.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+from jit import isa
+from jit.elf_reloc import FuncKey, Function, Ref
+from jit.errors import JitError
+from jit.program import MapDef, Program, SourceLine
+
+
+class NeedsKernel(JitError):
+    """The program refers to kernel symbols (a kfunc, a ksym or kconfig extern) that only the
+    kernel's BTF could resolve."""
+
+
+@dataclasses.dataclass
+class Linker:
+    functions: dict[FuncKey, Function]
+    refs: Callable[[Function], tuple[tuple[int, Ref], ...]]
+    map_at: Callable[[int], MapDef]                    # `.maps` offset -> map
+    data_map: Callable[[str], MapDef]                  # data section name -> its array map
+    lines_of: Callable[[Function], list[SourceLine | None]]
+    file: str
+    insns: list = dataclasses.field(default_factory=list)
+    lines: dict[int, SourceLine] = dataclasses.field(default_factory=dict)
+    funcs: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    placed: dict[FuncKey, int] = dataclasses.field(default_factory=dict)
+    maps: list[MapDef] = dataclasses.field(default_factory=list)
+    labels: dict[int, str] = dataclasses.field(default_factory=dict)       # slot -> asm label
+
+    def place(self, main: FuncKey) -> None:
+        """Append `main` and, depth first, everything it reaches. An explicit stack instead of
+        recursion, so a long chain of callees cannot exhaust Python's stack."""
+        pending = [self.append(main)]
+        while pending:
+            item = next(pending[-1], None)
+            if item is None:
+                pending.pop()
+                continue
+            pc, ref = item
+            if ref.kind in ("call", "func") and ref.target not in self.placed:
+                pending.append(self.append(ref.target))
+            self.patch(pc, ref)
+
+    def append(self, key: FuncKey) -> Iterator[tuple[int, Ref]]:
+        """Copy a function to the end of the program; its references, still to patch."""
+        fn = self.functions[key]
+        base = self.placed[key] = len(self.insns)
+        self.funcs.append((base, fn.name))
+        self.insns.extend(fn.insns)
+        self.labels.update((base + i, label) for i, label in fn.labels)
+        for i, where in enumerate(self.lines_of(fn)):
+            if where is not None:
+                self.lines[base + i] = where
+        return iter([(base + i, ref) for i, ref in self.refs(fn)])
+
+    def patch(self, pc: int, ref: Ref) -> None:
+        insn = self.insns[pc]
+        if ref.kind in ("call", "func"):
+            target = self.placed[ref.target]
+            src = isa.PSEUDO_CALL if ref.kind == "call" else isa.PSEUDO_FUNC
+            self.insns[pc] = dataclasses.replace(insn, src=src, imm=target - pc - 1)
+        elif ref.kind == "map":
+            self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_MAP_FD, imm=self.index(self.map_at(ref.target)))
+        elif ref.kind == "data":
+            section, offset = ref.target
+            self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_MAP_VALUE, imm=self.index(self.data_map(section)))
+            self.insns[pc + 1] = dataclasses.replace(self.insns[pc + 1], imm=isa.s32(offset))
+        else:
+            what = "calls kfunc" if insn.is_call else "refers to extern"
+            raise NeedsKernel(f"{what} {ref.target}: needs kernel BTF", file=self.file, insn=pc)
+
+    def index(self, mapdef: MapDef) -> int:
+        for i, m in enumerate(self.maps):
+            if m.name == mapdef.name:
+                return i
+        self.maps.append(mapdef)
+        return len(self.maps) - 1
+
+    def functions_named(self) -> tuple[tuple[int, str], ...]:
+        """Placed functions, plus subprograms called by label inside one function (named by
+        their label)."""
+        named = dict(self.funcs)
+        for i, start in enumerate(isa.subprog_starts(self.insns)):
+            named.setdefault(start, self.labels.get(start, f"F{i}"))
+        return tuple(sorted(named.items()))
+
+
+def link(linker: Linker, main: FuncKey, prog_type: str) -> Program:
+    linker.place(main)
+    name = linker.functions[main].name
+    return Program(name, tuple(linker.insns), tuple(linker.maps), prog_type, linker.functions_named(),
+                   linker.lines, linker.file)

@@ -1,0 +1,108 @@
+"""What-if mode: expected rejections run as if accepted, their labels, and the backup counts."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from checks import runner, whatif
+from checks.explore import Outcome
+from checks.results import TestResult
+
+from _explore_fakes import FakeCase
+
+TITLE = "KASAN: slab-out-of-bounds Read in bpf_prog_t"
+
+
+@pytest.mark.parametrize("msg,memory", [
+    ("invalid access to map value, value_size=48 off=48 size=8", True),
+    ("R0 min value is outside of the allowed memory range", True),
+    ("invalid read from stack R2 off -8+0 size 8", True),
+    ("invalid bpf_context access off=76 size=4", True),
+    ("R1 invalid mem access 'scalar'", True),
+    ("R0 !read_ok", False),
+    ("unreachable insn 3", False),
+])
+def test_memory_rejection_messages(msg, memory):
+    assert whatif.is_memory_rejection(["first message", msg]) is memory
+
+
+class RejectedCase(FakeCase):
+    """A `__failure` test whose program, run anyway, hits a bug only with a prandom edge value
+    (and oopses on the plain run)."""
+
+    def run_variant(self, engine, variant, *, insn_limit):
+        self.ran.append(variant.name)
+        if variant.name == "":
+            return Outcome(fault="BUG: kernel NULL pointer dereference, address: 0000000000000000")
+        if variant.name == "prandom=0x80000000":
+            return Outcome(findings=({"id": "f1", "title": TITLE, "insn": 5, "mode": "stricter"},))
+        return Outcome()
+
+
+def _rejected(**changes):
+    case = RejectedCase(expect="failure", executed=False, msgs=("invalid access to map value",))
+    return replace(case, **changes) if changes else case
+
+
+def test_what_if_runs_plain_then_variants_and_labels_findings():
+    case = _rejected()
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=2, what_if=True))
+    assert case.ran == ["", "prandom=0xffffffff", "prandom=0x80000000"]
+    assert result.status == "pass"
+    [finding] = result.finding_records
+    assert finding["mode"] == "what-if" and finding["label"] == whatif.LABEL
+    assert finding["variant"] == "prandom=0x80000000" and finding["stricter"] is True
+    assert result.extra["what_if"] == {"memory": True, "kasan": ["prandom=0x80000000"], "oops": [""],
+                                       "errors": []}
+
+
+def test_without_what_if_an_expected_rejection_is_not_run():
+    case = _rejected()
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=4))
+    assert case.ran == [] and "what_if" not in result.extra
+
+
+def test_what_if_needs_an_imported_program():
+    case = _rejected(program_surface=None)
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(what_if=True))
+    assert case.ran == [] and result.status == "pass"
+
+
+def test_a_crash_while_running_what_if_is_an_error_of_the_test():
+    case = _rejected()
+    case.run_variant = lambda engine, variant, insn_limit: {}["missing"]
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(what_if=True))
+    assert result.status == "error" and result.reason.startswith("what-if run crashed: KeyError")
+
+
+def test_a_limit_of_ours_is_noted_and_the_other_variants_still_run():
+    from checks.errors import CheckError
+
+    case = _rejected()
+
+    def run_variant(engine, variant, *, insn_limit):
+        case.ran.append(variant.name)
+        if variant.name == "":
+            raise CheckError("helper 999 is not implemented")
+        return Outcome()
+    case.run_variant = run_variant
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=1, what_if=True))
+    assert result.status == "pass" and case.ran == ["", "prandom=0xffffffff"]
+    assert result.extra["what_if"]["errors"] == ["helper 999 is not implemented"]
+
+
+def _entry(kasan=(), oops=(), memory=True):
+    return TestResult(id="x", file="f", name="x", status="pass", expect="failure",
+                      extra={whatif.WHAT_IF: {"memory": memory, "kasan": list(kasan), "oops": list(oops),
+                                              "errors": []}})
+
+
+def test_backup_counts_reports_and_oopses_apart_with_and_without_exploration():
+    results = [_entry(kasan=[""]), _entry(kasan=["v1"]), _entry(oops=[""]), _entry(oops=["v2"], kasan=[]),
+               _entry(), _entry(kasan=[""], memory=False), TestResult(id="y", file="f", name="y", status="pass")]
+    backup = whatif.Backup.of(results)
+    assert backup == whatif.Backup(tests=5, kasan_plain=1, kasan_explored=2, oops_plain=1,
+                                   oops_explored=2, caught_plain=2, caught_explored=4)
+    assert backup.lines()[1] == "  KASAN report: 1/5 plain, 2/5 with exploration"
+    assert backup.lines()[3] == "  either:       2/5 plain, 4/5 with exploration"
