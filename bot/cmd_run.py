@@ -147,11 +147,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _close(results, args) -> int:
-    from checks.results import SuiteTable, Summary, all_findings, to_json
+    from checks.results import SUITE, SuiteTable, Summary, all_findings, to_json
     from checks.whatif import Backup
 
     summary = Summary.of(results, all_findings(results))
-    selftests = [r for r in results if "::" in r.id]
+    selftests = [r for r in results if r.extra.get(SUITE) == "kselftest"]
     if selftests:
         print("\n".join(SuiteTable.of(selftests).lines()))
     if args.what_if:

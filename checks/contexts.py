@@ -11,7 +11,10 @@ Facts carried over from net/bpf/test_run.c and net/core/filter.c (6.12, see kasa
   zero, as in 6.12. The device is the loopback (ifindex 1); an all-zero frame is PACKET_HOST and
   its protocol is htons(ETH_P_802_2).
 - xdp: one 4096-byte kzalloc (256 headroom, the data, the rest up to a page); data_end = data +
-  size, data_meta = data, the rx queue is loopback's queue 0.
+  size, data_meta = data, the rx queue is loopback's queue 0. A packet longer than the page can
+  hold linearly continues in frags, which direct packet access cannot see (not emulated).
+- a packet shorter than an Ethernet header, or an skb packet that does not fit one page with its
+  headroom and tailroom, is refused (-EINVAL) as bpf_test_init refuses it.
 - tracing-like types get a zeroed buffer as large as the verifier lets them read (so an access it
   accepts can never be a false finding); syscall programs run with a NULL ctx (no ctx_in).
 
@@ -30,6 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from checks.errors import CheckError
 from checks.layout import PAGE
 from checks.slab import kmalloc_size
 
@@ -40,6 +44,7 @@ SKB_TAILROOM = 320                 # SKB_DATA_ALIGN(sizeof(struct skb_shared_inf
 SKB_DATA_ALIGN = 64                # SMP_CACHE_BYTES
 XDP_HEADROOM = 256                 # XDP_PACKET_HEADROOM
 XDP_FRAME = 4096                   # headroom + max data + tailroom: one page
+XDP_MAX_LINEAR = XDP_FRAME - XDP_HEADROOM - SKB_TAILROOM    # a bigger packet continues in frags
 LOOPBACK_IFINDEX = 1
 ETH_P_802_2_BE = 0x0400            # htons(ETH_P_802_2), as skb->protocol holds it
 ETH_P_802_3_BE = 0x0100            # htons(ETH_P_802_3)
@@ -54,7 +59,7 @@ SKB_OBJECT_SIZE = 256
 # Kernel-side xdp object: xdp_md (24 bytes) as values, then the three pointers.
 XDP_DATA, XDP_DATA_END, XDP_DATA_META = 24, 32, 40
 XDP_OBJECT_SIZE = 48
-SOCK_OBJECT_SIZE = 80              # struct bpf_sock
+SOCK_OBJECT_SIZE = 112             # struct bpf_sock (80), room for the bpf_tcp_sock view (112)
 
 
 class Kernel(Protocol):
@@ -134,8 +139,10 @@ def has_packet(prog_type: str) -> bool:
     return isinstance(KINDS.get(prog_type), (SkbKind, XdpKind))
 
 
-def unsupported(prog_type: str | None) -> str | None:
-    """Why BPF_PROG_TEST_RUN cannot run this program type here, or None."""
+def unsupported(prog_type: str | None, sec: str = "") -> str | None:
+    """Why BPF_PROG_TEST_RUN cannot run this program (type, SEC name) here, or None."""
+    if sec.lstrip("?").startswith(("iter/", "iter.s/")):
+        return "BPF_PROG_TEST_RUN does not run iterator programs (their ctx is the seq_file walk's)"
     if prog_type in KINDS:
         return None
     return f"BPF_PROG_TEST_RUN: no emulated context for program type {prog_type or 'unknown'}"
@@ -154,15 +161,24 @@ def build(kernel: Kernel, prog_type: str, data_in: bytes = bytes(TEST_DATA_LEN))
     """Allocate and fill the ctx of `prog_type` in `kernel` as BPF_PROG_TEST_RUN would, with
     `data_in` as the packet. (Helpers find the packet behind an skb ctx with `packet_of`.)"""
     kind = KINDS.get(prog_type)
+    if isinstance(kind, (SkbKind, XdpKind)):
+        _check_size(len(data_in), skb=isinstance(kind, SkbKind))
     if isinstance(kind, SkbKind):
         return _build_skb(kernel, kind, data_in)
     if isinstance(kind, XdpKind):
-        return _build_xdp(kernel, data_in)
+        return _build_xdp(kernel, data_in[:XDP_MAX_LINEAR])
     if isinstance(kind, BufferKind):
         return Context(kernel.kmalloc(kind.size, kind.what))
     if isinstance(kind, SyscallKind):
         return Context(0)
     raise ValueError(unsupported(prog_type))
+
+
+def _check_size(size: int, skb: bool) -> None:
+    """bpf_test_init's bounds: at least an Ethernet header; an skb must fit one page with its
+    headroom and tailroom (xdp keeps only the first page's worth linear, the rest goes to frags)."""
+    if size < ETH_HLEN or (skb and size > PAGE - SKB_HEADROOM - SKB_TAILROOM):
+        raise CheckError(f"BPF_PROG_TEST_RUN refuses a {size}-byte packet (-EINVAL)")
 
 
 def _round_up(n: int, align: int) -> int:

@@ -1,26 +1,43 @@
-"""Kernel functions the emulated kernel serves for skb programs that are not BPF helpers proper:
-the legacy packet loads LD_ABS / LD_IND.
+"""Kernel functions the emulated kernel serves for the program types BPF_PROG_TEST_RUN runs, beyond
+the generic helpers of `checks.helpers`: the legacy packet loads LD_ABS / LD_IND and the skb and
+socket helpers the 6.12 selftests call, each as it behaves on test_run's skb (checks.contexts):
+no socket is bound in the test's namespace, the skb's socket is a full, non-TCP socket, and
+the skb is linear with no checksum state.
 
-The JIT (jit/emit_mem.py) calls `call_address(0, -size)` with rdi = r6 (the skb ctx) and rsi = the
-offset, as the kernel's `bpf_gen_ld_abs` calls `bpf_skb_load_helper_{8,16,32}`; a negative return
-makes the program return 0. Semantics (net/core/filter.c): a non-negative offset reads the linear
-data if `headlen - offset >= size`; a negative one is SKF_NET_OFF / SKF_LL_OFF relative to the
-network / MAC header and must stay within [head, tail); the value is big-endian; anything else
-is -EFAULT.
+LD_ABS / LD_IND: the JIT (jit/emit_mem.py) calls `call_address(0, -size)` with rdi = r6 (the skb
+ctx) and rsi = the offset, as the kernel's `bpf_gen_ld_abs` calls `bpf_skb_load_helper_{8,16,32}`;
+a negative return makes the program return 0. A non-negative offset reads the linear data if
+`headlen - offset >= size`; a negative one is SKF_NET_OFF / SKF_LL_OFF relative to the network /
+MAC header and must stay within [head, tail); the value is big-endian; anything else is -EFAULT.
 
-Owns: those handlers and their registration. Must not import unicorn, github or bot/.
+Owns: those functions and their registration. Must not import unicorn, github or bot/.
 """
 from __future__ import annotations
 
-from checks.contexts import Kernel, packet_of, skb_view
+import struct
+
+from checks.contexts import SKB_DATA, SKB_DATA_END, SKB_DATA_META, Kernel, packet_of, skb_view
+from checks.helpers import HELPERS
 from jit.isa import s32
 
-EFAULT = 14
+EFAULT, EINVAL, ENOTSUPP = 14, 22, 524
 MASK64 = 0xFFFFFFFFFFFFFFFF
 SKF_NET_OFF = -0x100000
 SKF_LL_OFF = -0x200000
 LOAD_SIZES = (1, 2, 4)
+IPPROTO_TCP = 6
+TCP_TIME_WAIT, TCP_NEW_SYN_RECV = 6, 12
+BPF_F_RECOMPUTE_CSUM, BPF_F_INVALIDATE_HASH = 1, 2
+FIB_LOOKUP_SIZE = 64                     # sizeof(struct bpf_fib_lookup)
+INITIAL_JIFFIES = 0xFFFEDB08             # (unsigned int)(-300 * HZ), HZ = 250
+STRTOX_BASE_MASK = 0x1F
 
+
+def _neg(errno: int) -> int:
+    return -errno & MASK64
+
+
+# -- LD_ABS / LD_IND ----------------------------------------------------------------------------
 
 def packet_load(kernel: Kernel, ctx: int, offset: int, size: int) -> int:
     """bpf_skb_load_helper_{8,16,32}(skb, offset): the value, or -EFAULT (as a u64)."""
@@ -38,7 +55,7 @@ def packet_load(kernel: Kernel, ctx: int, offset: int, size: int) -> int:
         if addr is not None and not (skb.head <= addr and addr + size <= skb.tail):
             addr = None
     if addr is None:
-        return -EFAULT & MASK64
+        return _neg(EFAULT)
     return int.from_bytes(kernel.read(addr, size), "big")
 
 
@@ -48,9 +65,153 @@ def _loader(size: int):
     return load
 
 
+# -- skb helpers --------------------------------------------------------------------------------
+
+def skb_store_bytes(kernel, skb, offset, from_ptr, length, flags):
+    """Write into the linear packet; it must already hold offset + len bytes."""
+    offset, length = offset & 0xFFFFFFFF, length & 0xFFFFFFFF
+    if flags & ~(BPF_F_RECOMPUTE_CSUM | BPF_F_INVALIDATE_HASH):
+        return _neg(EINVAL)
+    data, size = packet_of(kernel, skb)
+    if offset > 0x7FFFFFFF or offset + length > size:
+        return _neg(EFAULT)
+    kernel.write(data + offset, kernel.read(from_ptr, length))
+    return 0
+
+
+def skb_change_head(kernel, skb, head_room, flags, *_):
+    """Grow the packet at its front by `head_room` zero bytes (from the headroom; this emulation
+    does not reallocate, so more than the headroom left is -ENOMEM) and reset the MAC header."""
+    head_room &= 0xFFFFFFFF
+    if flags or head_room > 0x7FFFFFFF:
+        return _neg(EINVAL)
+    view = skb_view(kernel, skb)
+    if view.data - head_room < view.head:
+        return _neg(12)
+    data = view.data - head_room
+    kernel.write(data, bytes(head_room))
+    kernel.write(skb, struct.pack("<I", view.len + head_room))
+    kernel.write(skb + SKB_DATA, struct.pack("<Q", data))
+    end = struct.unpack("<Q", kernel.read(skb + SKB_DATA_END, 8))[0]
+    if end:                                    # direct packet access: pointers recomputed
+        kernel.write(skb + SKB_DATA_META, struct.pack("<Q", data))
+    return 0
+
+
+def csum_update(kernel, skb, csum, *_):
+    """Only CHECKSUM_COMPLETE skbs carry a csum; test_run's does not."""
+    return _neg(ENOTSUPP)
+
+
+def get_hash_recalc(kernel, skb, *_):
+    """The flow hash of the packet: a seeded, never-zero value (the kernel's uses a boot-time
+    random key)."""
+    return kernel.helper_result("get_hash_recalc", lambda: kernel.rng.getrandbits(32) | 1)
+
+
+def fib_lookup(kernel, ctx, params, plen, flags, _):
+    if plen & 0xFFFFFFFF < FIB_LOOKUP_SIZE:
+        return _neg(EINVAL)
+    return _neg(EINVAL) if flags & ~0xF else 0
+
+
+# -- sockets ------------------------------------------------------------------------------------
+
+def sk_lookup(kernel, ctx, tuple_ptr, tuple_size, netns, flags):
+    """bpf_sk_lookup_{tcp,udp}, bpf_skc_lookup_tcp: nothing is bound in the test's namespace."""
+    return 0
+
+
+def sk_release(kernel, sk, *_):
+    return 0
+
+
+def _sock_field(kernel, sk: int, offset: int) -> int:
+    return struct.unpack("<I", kernel.read(sk + offset, 4))[0]
+
+
+def sk_fullsock(kernel, sk, *_):
+    state = _sock_field(kernel, sk, 72)
+    return 0 if state in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV) else sk
+
+
+def tcp_sock(kernel, sk, *_):
+    """The socket as a bpf_tcp_sock if it is a full TCP socket (test_run's is not TCP)."""
+    if not sk_fullsock(kernel, sk) or _sock_field(kernel, sk, 12) != IPPROTO_TCP:
+        return 0
+    return sk
+
+
+# -- misc ---------------------------------------------------------------------------------------
+
+def jiffies64(kernel, *_):
+    return INITIAL_JIFFIES + (kernel.next_ktime() >> 22)
+
+
+def d_path(kernel, path, buf, size, *_):
+    """Copies the path's name; a path the kernel cannot read (copy_from_kernel_nofault) is -EFAULT."""
+    if kernel.read_checked(path, 16) is None:
+        return _neg(EFAULT)
+    if size & 0xFFFFFFFF < 2:
+        return _neg(36)                                  # -ENAMETOOLONG
+    kernel.write(buf, b"/\0")
+    return 2
+
+
+def strtoul(kernel, buf, buf_len, flags, res, _):
+    """bpf_strtoul: leading spaces, base from `flags` (0 = by prefix), the value into *res,
+    the number of characters consumed, or -EINVAL / -ERANGE."""
+    buf_len = s32(buf_len)
+    if flags & ~STRTOX_BASE_MASK or buf_len <= 0:
+        return _neg(EINVAL)
+    text = kernel.read(buf, min(buf_len, 63)).split(b"\0")[0]
+    parsed = parse_unsigned(text, flags & STRTOX_BASE_MASK)
+    if parsed is None:
+        return _neg(EINVAL)
+    value, consumed = parsed
+    if value > MASK64:
+        return _neg(34)
+    kernel.write(res, struct.pack("<Q", value))
+    return consumed
+
+
+def parse_unsigned(text: bytes, base: int) -> tuple[int, int] | None:
+    """(value, characters consumed) of the number at the start of `text`, as the kernel's
+    _parse_integer_fixup_radix + _parse_integer read it; None when there is none."""
+    start = len(text) - len(text.lstrip(b" \t\n\r\v\f"))
+    body = text[start:]
+    if body.startswith(b"-"):
+        return None
+    if base in (0, 16) and body[:2].lower() == b"0x" and body[2:3].isalnum():
+        base, skip = 16, 2
+    else:
+        base, skip = (base or (8 if body[:1] == b"0" else 10)), 0
+    digits = 0
+    value = 0
+    for ch in body[skip:].decode("latin-1"):
+        d = int(ch, 36) if ch.isalnum() and ch.isascii() else 99
+        if d >= base:
+            break
+        value, digits = value * base + d, digits + 1
+    return (value, start + skip + digits) if digits else None
+
+
+EXTRA_HELPERS = {
+    9: ("skb_store_bytes", skb_store_bytes), 34: ("get_hash_recalc", get_hash_recalc),
+    40: ("csum_update", csum_update), 43: ("skb_change_head", skb_change_head),
+    69: ("fib_lookup", fib_lookup), 84: ("sk_lookup_tcp", sk_lookup), 85: ("sk_lookup_udp", sk_lookup),
+    86: ("sk_release", sk_release), 95: ("sk_fullsock", sk_fullsock), 96: ("tcp_sock", tcp_sock),
+    99: ("skc_lookup_tcp", sk_lookup), 106: ("strtoul", strtoul), 118: ("jiffies64", jiffies64),
+    147: ("d_path", d_path),
+}
+
+
 def register_extra_helpers(kernel) -> None:
-    """Serve, in `kernel`, the JIT's LD_ABS / LD_IND stubs (ids -1, -2, -4) and the packet lookup
-    bpf_skb_load_bytes needs (`Kernel.ctx_packet`)."""
+    """Serve, in `kernel`, the JIT's LD_ABS / LD_IND stubs (ids -1, -2, -4), the helpers above that
+    the kernel does not serve itself, and the packet lookup bpf_skb_load_bytes needs."""
     for size in LOAD_SIZES:
         kernel.register_helper(-size, _loader(size), name=f"bpf_skb_load_helper_{8 * size}")
+    for helper_id, (name, fn) in EXTRA_HELPERS.items():
+        if helper_id not in HELPERS:
+            kernel.register_helper(helper_id, fn, name=f"bpf_{name}")
     kernel.ctx_packet = packet_of

@@ -26,11 +26,11 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
-from checks.kselftest.uapi_facts import FALLBACK_HELPERS
 from checks.machine import HelperError
-from checks.maps import ArrayMap, HashMap, RingBuf
+from checks.maps import ArrayMap, HashMap, LocalStorage, RingBuf
 from checks.shadow import SLAB_FREE
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -40,9 +40,9 @@ KTIME_START, KTIME_STEP = 1_000_000_000, 1000
 
 
 @dataclass(frozen=True)
-class Helper:
-    id: int
-    name: str                   # without the bpf_ prefix, as exploration names them
+class Kfunc:
+    id: int                     # the BTF id we chose
+    name: str
     fn: Callable
 
 
@@ -107,6 +107,27 @@ def for_each_table(kernel, map_addr, callback, ctx, flags, _):
         entries.append(struct.pack("<QQ", keys + i * len(key), value))
     kernel.write(table, b"".join(entries))
     return table
+
+
+def _local_storage(kernel, map_addr: int, helper: str) -> LocalStorage:
+    m = _map(kernel, map_addr, helper)
+    if not isinstance(m, LocalStorage):
+        raise HelperError(f"bpf_{helper}: map {m.name} is not a local storage map")
+    return m
+
+
+def storage_get(kernel, map_addr, owner, value, flags, _):
+    """bpf_{sk,inode,task,cgrp}_storage_get: the owner's value, created when flags has
+    BPF_LOCAL_STORAGE_GET_F_CREATE (initialised from `value` when given)."""
+    m = _local_storage(kernel, map_addr, "storage_get")
+    if not owner or flags & ~1:
+        return 0
+    initial = kernel.read(value, m.definition.value_size) if value else b""
+    return m.storage(owner, create=bool(flags & 1), initial=initial) or 0
+
+
+def storage_delete(kernel, map_addr, owner, *_):
+    return _local_storage(kernel, map_addr, "storage_delete").delete_storage(owner) & MASK64
 
 
 # -- ring buffers -------------------------------------------------------------------------------
@@ -301,22 +322,37 @@ _IMPLEMENTED = {
     42: get_numa_node_id, 81: get_local_storage, 93: spin_lock, 94: spin_lock,
     112: probe_read, 113: probe_read, 130: ringbuf_output, 131: ringbuf_reserve,
     132: ringbuf_submit, 133: ringbuf_discard, 134: ringbuf_query,
+    107: storage_get, 108: storage_delete, 145: storage_get, 146: storage_delete,
+    156: storage_get, 157: storage_delete, 210: storage_get, 211: storage_delete,
 }
 _EXTRA_NAMES = {"bpf_probe_read_user": 112, "bpf_get_current_uid_gid": 15,
+                "bpf_sk_storage_delete": 108, "bpf_inode_storage_get": 145,
+                "bpf_inode_storage_delete": 146, "bpf_task_storage_get": 156,
+                "bpf_task_storage_delete": 157, "bpf_cgrp_storage_get": 210,
+                "bpf_cgrp_storage_delete": 211,
                 "bpf_get_current_comm": 16, "bpf_get_numa_node_id": 42, "bpf_ringbuf_query": 134,
                 "bpf_for_each_map_elem": 164}
-HELPER_NAMES = {hid: name.removeprefix("bpf_")
-                for name, hid in {**FALLBACK_HELPERS, **_EXTRA_NAMES}.items()}
-HELPERS = {hid: Helper(hid, HELPER_NAMES.get(hid, f"helper_{hid}"), fn)
-           for hid, fn in _IMPLEMENTED.items()}
 # Native (checks/native_helpers.py), and compiled inline by the JIT.
 LOOP, FOR_EACH_MAP_ELEM, TAIL_CALL = 181, 164, 12
 
-KFUNCS = {0x7E0001: Helper(0x7E0001, "bpf_kfunc_kasan_poison", kasan_poison),
-          0x7E0002: Helper(0x7E0002, "bpf_kfunc_kasan_unpoison", kasan_unpoison),
-          0x7E0003: Helper(0x7E0003, "bpf_testmod_oob_alloc", oob_alloc)}
+
+@lru_cache(maxsize=1)
+def helper_names() -> dict[int, str]:
+    """Helper id -> name without `bpf_`. Imported late: the selftest package is heavy and imports
+    the kernel's users."""
+    from checks.kselftest.uapi_facts import FALLBACK_HELPERS
+    return {hid: name.removeprefix("bpf_") for name, hid in {**FALLBACK_HELPERS, **_EXTRA_NAMES}.items()}
+
+
+def helper_label(helper_id: int) -> str:
+    """`bpf_map_lookup_elem`, or `helper #N` for an id we have no name for."""
+    name = helper_names().get(helper_id)
+    return f"bpf_{name}" if name else f"helper #{helper_id}"
+
+
+HELPERS = dict(_IMPLEMENTED)              # helper id -> fn(kernel, r1..r5)
+
+KFUNCS = {k.id: k for k in (Kfunc(0x7E0001, "bpf_kfunc_kasan_poison", kasan_poison),
+                             Kfunc(0x7E0002, "bpf_kfunc_kasan_unpoison", kasan_unpoison),
+                             Kfunc(0x7E0003, "bpf_testmod_oob_alloc", oob_alloc))}
 KFUNC_IDS = {k.name: k.id for k in KFUNCS.values()}
-
-
-def helper_name(helper_id: int) -> str:
-    return HELPER_NAMES.get(helper_id, f"#{helper_id}")

@@ -10,7 +10,8 @@ points the helper stubs its program calls at itself before every run). A test go
 `execute` compiles the program for the machine (cached per program object, KASAN mode and map
 addresses), turning ld_imm64 map references into kernel addresses (PSEUDO_MAP_FD and MAP_IDX →
 the map's kernel object, PSEUDO_MAP_VALUE and MAP_IDX_VALUE → value 0 + off), fills prog arrays
-with function entry points, runs, and turns the `__asan_*` records into `Finding`s. Tags are
+with the entry points of the functions `MapDef.values` names (tail-call targets linked into the
+program), runs, and turns the `__asan_*` records into `Finding`s. Tags are
 computed per function on the program as loaded (jit/tag.py).
 
 KASAN modes: "inline" (shadow fast path in the image), "outline" (the kernel's exact
@@ -40,8 +41,8 @@ from checks.errors import CheckError
 from checks.interp import check_control_flow
 from checks.kasan_records import ReportGate
 from checks.machine import DEFAULT_TIME_LIMIT, HelperError, Machine, StopRun, shared_machine
-from checks.maps import HashMap, MapObject, ProgArray, all_maps, make_map
-from checks.native_helpers import bpf_loop_code, for_each_code
+from checks.maps import HashMap, MapObject, MapOfMaps, ProgArray, all_maps, make_map
+from checks.native_helpers import bpf_loop_code, for_each_code, tail_call_adapter
 from checks.report import Finding, ReportContext, Task, findings_of_run
 from checks.shadow import Verdict, check_region
 from jit import isa
@@ -101,8 +102,8 @@ class Kernel:
         self.ctx_packet: Callable[[Kernel, int], tuple[int, int]] | None = None
         self._helpers: dict[tuple[int, int], tuple[str, KernelHelper]] = {}
         self._adapters: dict[tuple[int, int], Callable] = {}    # machine-side wrappers, by key
-        for h in H.HELPERS.values():
-            self.register_helper(h.id, h.fn, name=f"bpf_{h.name}")
+        for helper_id, fn in H.HELPERS.items():
+            self.register_helper(helper_id, fn)
         for k in H.KFUNCS.values():
             self.register_helper(k.id, k.fn, name=k.name, src=isa.PSEUDO_KFUNC_CALL)
         self.register_helper(FOR_EACH_PREPARE, H.for_each_table, name="bpf_for_each_map_elem table")
@@ -122,7 +123,7 @@ class Kernel:
 
     def register_helper(self, helper_id: int, fn: KernelHelper, *, name: str = "", src: int = 0) -> None:
         """Serve helper `helper_id` (src 0) or kfunc `helper_id` (src 2) with fn(kernel, r1..r5)."""
-        label = name or (f"bpf_{H.helper_name(helper_id)}" if src == 0 else f"kfunc #{helper_id}")
+        label = name or (H.helper_label(helper_id) if src == 0 else f"kfunc #{helper_id}")
         self._helpers[(src, helper_id)] = (label, fn)
         self._adapters.pop((src, helper_id), None)
 
@@ -148,6 +149,10 @@ class Kernel:
         self.rng, self._ktime = random.Random(seed), H.KTIME_START
         self.lookups, self.trace_output = [], []
         self.maps = [make_map(self, i, d, map_fill) for i, d in enumerate(program.maps)]
+        named = {m.name: m for m in self.maps}
+        for m in self.maps:
+            if isinstance(m, MapOfMaps):
+                m.link(named.get)
         self._by_addr = {}
         self._begun = program
         if prefill:
@@ -338,7 +343,7 @@ class Kernel:
         if entry:
             return entry[0]
         src, imm = key
-        return f"bpf_{H.helper_name(imm)}" if src == 0 else f"kfunc #{imm}"
+        return H.helper_label(imm) if src == 0 else f"kfunc #{imm}"
 
     def _adapter(self, key: tuple[int, int]) -> Callable:
         adapter = self._adapters.get(key)
@@ -363,10 +368,21 @@ class Kernel:
         return call
 
     def _link_prog_arrays(self, image: Image) -> None:
-        entries = {f.name: image.base + f.offset for f in image.funcs}
-        for m in self.maps:
-            if isinstance(m, ProgArray):
-                m.link(entries.get)
+        if any(isinstance(m, ProgArray) for m in self.maps):
+            entries = {f.name: self._tail_call_entry(image, i) for i, f in enumerate(image.funcs)}
+            for m in self.maps:
+                if isinstance(m, ProgArray):
+                    m.link(entries.get)
+
+    def _tail_call_entry(self, image: Image, index: int) -> int:
+        """Where a prog array points for function `index`: the function itself if it is the
+        main program, else an adapter (the JIT compiled it as a subprog, see native_helpers)."""
+        entry = image.base + image.funcs[index].offset
+        if index == 0:
+            return entry
+        counter, _ = self.machine.data("tail call counter", 8)
+        return self.machine.alloc_text(f"tail call to {image.funcs[index].name}@{entry:#x}",
+                                       tail_call_adapter(counter, entry))
 
 
 def _unknown(src: int, imm: int):
@@ -375,7 +391,7 @@ def _unknown(src: int, imm: int):
                           f"(Kernel.register_helper({imm}, ...))")
     if src == isa.PSEUDO_KFUNC_CALL:
         raise HelperError(f"unknown kfunc #{imm}")
-    name = H.HELPER_NAMES.get(imm)
+    name = H.helper_names().get(imm)
     raise HelperError(f"unknown helper {name} (#{imm})" if name else f"unknown helper #{imm}")
 
 

@@ -239,54 +239,88 @@ class RingBuf(MapObject):
 
 class MapOfMaps(MapObject):
     """array_of_maps / hash_of_maps: a lookup returns the inner map itself (its kernel address),
-    as the kernel's does. Inner maps are built from `MapDef.inner`: for every slot of an array
-    (on first use), on update for a hash."""
+    as the kernel's does, or NULL for an empty slot. Slots start empty, as in the kernel, except
+    those `MapDef.values` names (index -> a map of the program, see `link`); `update` from
+    Python fills a slot with a new map built from `MapDef.inner`."""
 
     def __init__(self, memory, index, definition, fill=None):
         super().__init__(memory, index, definition, fill)
-        if definition.inner is None:
-            raise CheckError(f"map {definition.name}: a map of maps needs an inner map definition")
         self.inner: dict[bytes, MapObject] = {}
 
-    def inner_map(self, key) -> MapObject:
-        key = self.key(key)
-        if key not in self.inner:
-            self.inner[key] = make_map(self.memory, self.index, self.definition.inner, self.fill)
-        return self.inner[key]
+    def link(self, map_named) -> list[str]:
+        """Put `map_named(name)` in each slot of `MapDef.values`; the names not found."""
+        missing = []
+        for i, name in self.definition.values:
+            target = map_named(name)
+            if target is None:
+                missing.append(name)
+            else:
+                self.inner[self.key(i)] = target
+        return missing
 
     def value_address(self, key: bytes, *, create: bool = False) -> int | None:
-        if self.definition.type == "array_of_maps":
-            if int.from_bytes(key[:4], "little") >= self.definition.max_entries:
-                return None
-            create = True
-        if key not in self.inner and not create:
-            return None
-        return self.inner_map(key).addr
+        inner = self.inner.get(key)
+        return None if inner is None else inner.addr
 
-    def update(self, key, value: bytes, flags: int = BPF_ANY) -> int:
-        self.inner_map(key)
+    def update(self, key, value: bytes = b"", flags: int = BPF_ANY) -> int:
+        """Fill slot `key` with a fresh inner map (the value, a map fd, has no meaning here)."""
+        key = self.key(key)
+        if self.definition.inner is None:
+            raise CheckError(f"map {self.name}: no inner map definition to create a map from")
+        self.inner[key] = make_map(self.memory, self.index, self.definition.inner, self.fill)
         return 0
 
     def all_maps(self) -> list[MapObject]:
         return [self] + [m for inner in self.inner.values() for m in all_maps(inner)]
 
 
+class LocalStorage(MapObject):
+    """sk/inode/task/cgrp storage: one value per owner object (a socket, ...), created by the
+    *_storage_get helpers with BPF_LOCAL_STORAGE_GET_F_CREATE; no map key of its own."""
+
+    def __init__(self, memory, index, definition, fill=None):
+        super().__init__(memory, index, definition, fill)
+        self.values: dict[int, int] = {}
+
+    def storage(self, owner: int, *, create: bool, initial: bytes = b"") -> int | None:
+        if owner not in self.values and create:
+            self.values[owner] = self._new_value(
+                f"{self.definition.type} value of {self.name} for {owner:#x}", "", initial)
+        return self.values.get(owner)
+
+    def delete_storage(self, owner: int) -> int:
+        return 0 if self.values.pop(owner, None) is not None else -ENOENT
+
+
+class EmptyMap(MapObject):
+    """A map type whose elements need objects the emulator does not have (sockets, devices,
+    XDP sockets, perf buffers, storage owners). It exists, as in the kernel where user space has
+    not filled it: lookups find nothing, BPF-side updates are refused."""
+
+
 _KINDS = {"array": ArrayMap, "percpu_array": ArrayMap, "cgroup_storage": ArrayMap,
           "percpu_cgroup_storage": ArrayMap, "hash": HashMap, "percpu_hash": HashMap,
           "prog_array": ProgArray, "ringbuf": RingBuf, "array_of_maps": MapOfMaps,
-          "hash_of_maps": MapOfMaps}
+          "hash_of_maps": MapOfMaps, "sk_storage": LocalStorage, "inode_storage": LocalStorage,
+          "task_storage": LocalStorage, "cgrp_storage": LocalStorage}
 _LRU = ("lru_hash", "lru_percpu_hash")
+# Kernel map types (enum bpf_map_type) that exist here only as empty maps.
+EMPTY_TYPES = ("perf_event_array", "stack_trace", "cgroup_array", "lpm_trie", "devmap", "sockmap",
+               "cpumap", "xskmap", "sockhash", "reuseport_sockarray", "queue", "stack",
+               "devmap_hash", "struct_ops", "bloom_filter", "user_ringbuf")
 
 
 def make_map(memory, index: int, definition: MapDef, fill: int | None = None) -> MapObject:
     """The map object for `definition`; CheckError for a type the emulator does not have."""
     if definition.type in _LRU:
         return HashMap(memory, index, definition, fill, lru=True)
+    if definition.type in EMPTY_TYPES:
+        return EmptyMap(memory, index, definition, fill)
     kind = _KINDS.get(definition.type)
     if kind is None:
-        known = ", ".join(sorted(set(_KINDS) | set(_LRU)))
-        raise CheckError(f"map {definition.name}: type {definition.type!r} is not emulated "
-                         f"(emulated: {known})")
+        known = ", ".join(sorted(set(_KINDS) | set(_LRU) | set(EMPTY_TYPES)))
+        raise CheckError(f"map {definition.name}: unknown map type {definition.type!r} "
+                         f"(known: {known})")
     return kind(memory, index, definition, fill)
 
 

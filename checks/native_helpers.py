@@ -1,4 +1,5 @@
-"""Native x86 code of the helpers that call back into BPF: bpf_loop and bpf_for_each_map_elem.
+"""Native x86 code of the helpers that call back into BPF (bpf_loop, bpf_for_each_map_elem), and
+of the prog-array entries of tail-call targets linked into their caller's image.
 
 A Python helper cannot call a BPF callback, because Unicorn is not re-entrant. So these two
 helpers are x86 routines in kernel text that loop and `call` the callback (a JITed BPF function,
@@ -23,12 +24,15 @@ Must not import unicorn or bot/.
 """
 from __future__ import annotations
 
-from jit.x86 import (OP_CMP, OP_TEST, OP_XOR, Cond, Ext, Reg, emit_alu_ri, emit_call_reg, emit_jcc32,
-                     emit_jmp32, emit_load, emit_mov_ri32, emit_mov_rr, emit_movabs, emit_op_rr,
-                     emit_pop, emit_push, emit_ret, emit_shift_ri, emit_sub_abs_imm)
+from jit.frame import MAX_TAIL_CALL_CNT, TAIL_CALL_OFFSET
+from jit.x86 import (OP_CMP, OP_TEST, OP_XOR, Cond, Ext, Reg, emit_alu_ri, emit_call_reg, emit_jcc8,
+                     emit_jcc32, emit_jmp32, emit_jmp_reg, emit_load, emit_mov_ri32, emit_mov_rr,
+                     emit_movabs, emit_op_rr, emit_pop, emit_push, emit_ret, emit_shift_ri, emit_store,
+                     emit_sub_abs_imm)
 
 BPF_MAX_LOOPS = 1 << 23
 EINVAL, E2BIG = 22, 7
+MAX_ERRNO = 4095
 SAVED = (Reg.RBX, Reg.R12, Reg.R13, Reg.R14, Reg.R15)
 COUNT, CALLBACK, CTX, TABLE, INDEX = Reg.RBX, Reg.R12, Reg.R13, Reg.R14, Reg.R15
 
@@ -132,8 +136,8 @@ def for_each_code(budget: int, budget_stop: int, prepare: int) -> bytes:
     c(emit_mov_rr, CTX, Reg.RDX, True)                # mov r13, rdx
     c(emit_movabs, Reg.RAX, prepare)                  # movabs rax, prepare
     c(emit_call_reg, Reg.RAX)                         # call rax            ; rdi..rcx unchanged
-    c(emit_op_rr, OP_TEST, Reg.RAX, Reg.RAX, True)    # test rax, rax
-    c.jump(Cond.S, "out")                             # js out              ; an errno
+    c(emit_alu_ri, Ext.CMP, Reg.RAX, -MAX_ERRNO, True)  # cmp rax, -4095
+    c.jump(Cond.AE, "out")                            # jae out             ; an errno (IS_ERR)
     c(emit_mov_rr, TABLE, Reg.RAX, True)              # mov r14, rax
     c(emit_load, COUNT, TABLE, 0, 8)                  # mov rbx, [r14]      ; count
 
@@ -150,3 +154,22 @@ def for_each_code(budget: int, budget_stop: int, prepare: int) -> bytes:
     c(emit_pop, Reg.RDI)                              # pop rdi
     _epilogue(c)
     return c.bytes()
+
+
+def tail_call_adapter(counter: int, target: int) -> bytes:
+    """A prog-array entry for a tail-call target that the JIT compiled as a subprog (a program
+    linked into its caller's image). The JIT's inline tail call jumps to entry + TAIL_CALL_OFFSET
+    with rax = the tail-call count (from a main program) or a pointer to it (from a subprog); a
+    subprog's prologue wants the pointer. So a count is moved to the `counter` cell in kernel
+    data and rax points there; a pointer passes through. Then on to `target` + TAIL_CALL_OFFSET."""
+    out = bytearray(b"\xcc" * TAIL_CALL_OFFSET)       # int3 padding up to the tail-call entry
+    convert = bytearray()
+    emit_movabs(convert, Reg.R11, counter)            # movabs r11, counter
+    emit_store(convert, Reg.R11, 0, Reg.RAX, 8)       # mov [r11], rax
+    emit_mov_rr(convert, Reg.RAX, Reg.R11, True)      # mov rax, r11
+    emit_alu_ri(out, Ext.CMP, Reg.RAX, MAX_TAIL_CALL_CNT, True, rax_short=False)  # cmp rax, 33
+    emit_jcc8(out, Cond.A, len(convert))              # ja on                ; a pointer
+    out += convert
+    emit_movabs(out, Reg.R11, target + TAIL_CALL_OFFSET)   # on: movabs r11, target + 12
+    emit_jmp_reg(out, Reg.R11)                        # jmp r11
+    return bytes(out)

@@ -5,9 +5,16 @@ Two registries, both meant to grow:
   `run(program, mem, *, helpers, insn_limit, unwind_helper) -> EngineResult`.
   `interp` is the reference interpreter; the JIT engine (`checks.jit_engine`, listed in
   `ENGINE_MODULES`) registers itself with `register_engine` when `make_engine("jit")` imports it.
+  An engine with settings (KASAN mode...) defines `configure(EngineOptions)`.
 - `FILE_TYPES`: which files hold tests and how to turn one into test cases. A case has `id`, `path`,
   `name` and `run(engine, *, insn_limit) -> TestResult`. `.data` (bpf_conformance / uBPF) is built in;
   `verifier_*.c` and ELF objects plug in with `register_file_type`.
+
+Selection (`RunOptions`): `-k` keeps ids containing a pattern; a `Shard` keeps the ids that hash to
+it. After a case's faithful run, a case that is `checks.explore.Explorable` gets more runs: the
+first `explore` input variants when it executed, or (with `what_if`) the plain run plus those
+variants when it expects a verifier rejection (`checks.whatif`). `checks.parallel` spreads files
+over processes with `run_file`.
 
 Directories are walked recursively; files no registered type claims are ignored there, but a file
 named explicitly must be claimed. A test that cannot be built or run (malformed file) becomes an
@@ -116,6 +123,8 @@ def _data_cases(path: str, test_id: str) -> list[Case]:
 
 FILE_TYPES: list[FileType] = [
     FileType("bpf_conformance/uBPF .data", lambda p: p.suffix == ".data", _data_cases),
+    FileType("kernel selftest .c (test_loader)", lambda p: importlib.import_module("checks.kselftest").is_selftest_source(p), lambda path, test_id: importlib.import_module("checks.kselftest.run").c_file_cases(path, test_id)),
+    FileType("BPF ELF object (clang -target bpf)", lambda p: importlib.import_module("jit.elf_header").is_bpf_object(p), lambda path, test_id: importlib.import_module("checks.kselftest.elf_cases").runner_cases(path, test_id)),
 ]
 
 
@@ -253,13 +262,18 @@ def _explored(case: Explorable, result: TestResult, engine: Engine,
 
 def _what_if(case: Explorable, result: TestResult, engine: Engine,
              options: RunOptions) -> TestResult:
-    """Run an expected rejection as if accepted: the plain run, then `options.explore` variants."""
+    """Run an expected rejection as if accepted: the plain run, then `options.explore` variants.
+    Variants follow only a plain run that ended (normally or in an oops): one stopped by a limit
+    of ours (budget, time, an unemulated helper) would mostly stop again, at full cost each time
+    (rejected programs include infinite loops)."""
     surface = case.surface()
     if surface is None:                   # its program did not import: nothing to run
         return result
-    candidates = [FAITHFUL] + variants(surface)
+    run = _variant_runner(case, engine, options)
     try:
-        runs = explore(_variant_runner(case, engine, options), candidates, 1 + options.explore)
+        runs = explore(run, [FAITHFUL], 1)
+        if runs[0][1].error is None:
+            runs += explore(run, variants(surface), options.explore)
     except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
         return crashed(result, e, "what-if")
     return whatif.what_if_result(result, runs, memory=whatif.is_memory_rejection(case.msgs))

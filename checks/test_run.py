@@ -18,8 +18,10 @@ Owns: one test run's set-up and its retval. Must not import github or bot/.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import struct
+import weakref
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -42,11 +44,15 @@ class TestRun:
     __test__ = False                       # not a pytest test class despite the name
 
     run: KernelRun
-    retval: int | None                     # r0's low 32 bits as an int; None if it did not finish
 
     @property
     def completed(self) -> bool:
         return self.run.fault is None and self.run.error is None
+
+    @property
+    def retval(self) -> int | None:
+        """r0's low 32 bits as an int; None if the program did not finish."""
+        return retval32(self.run.r0) if self.completed else None
 
 
 def retval32(r0: int) -> int:
@@ -91,6 +97,28 @@ def new_kernel(*, kasan: str = "inline", multishot: bool = True) -> Kernel:
     """A Kernel that can run test_run programs (the LD_ABS loaders and packet lookup served)."""
     kernel = Kernel(kasan=kasan, multishot=multishot)
     register_extra_helpers(kernel)
+    _ready.add(kernel)
+    return kernel
+
+
+_ready: weakref.WeakSet = weakref.WeakSet()          # kernels that serve the extra helpers
+_default: dict[int, Kernel] = {}                     # pid -> this process's own kernel
+
+
+def kernel_for(engine) -> Kernel:
+    """The Kernel to run in: the engine's (the jit engine holds one configured from the command
+    line), else this process's default (KASAN inline, multishot); made able to run test_run
+    programs on first use."""
+    kernel = getattr(engine, "kernel", None)
+    if not isinstance(kernel, Kernel):
+        pid = os.getpid()
+        if pid not in _default:
+            _default.clear()
+            _default[pid] = new_kernel()
+        kernel = _default[pid]
+    if kernel not in _ready:
+        register_extra_helpers(kernel)
+        _ready.add(kernel)
     return kernel
 
 
@@ -142,6 +170,4 @@ def run(kernel: Kernel, program: Program, *, file: str = "", test: str = "",
     fill_pre_execution(kernel, file)
     ctx = contexts.build(kernel, program.prog_type,
                          bytes(contexts.TEST_DATA_LEN) if data_in is None else data_in)
-    result = kernel.execute(program, args=(ctx.ctx,), insn_limit=insn_limit)
-    done = result.fault is None and result.error is None
-    return TestRun(result, retval32(result.r0) if done else None)
+    return TestRun(kernel.execute(program, args=(ctx.ctx,), insn_limit=insn_limit))

@@ -80,6 +80,9 @@ def _map(btf: Btf, name: str, t: BtfType, *, inner: bool) -> tuple[MapDef, int]:
             raise _error(btf, name, f"unknown attribute '{m.name}'")
     if attrs["type"] == 0:
         raise _error(btf, name, "map type isn't specified")
+    too_big = next((k for k in ("key_size", "value_size", "max_entries", "map_flags") if attrs[k] >> 32), None)
+    if too_big:
+        raise _error(btf, name, f"{too_big} {attrs[too_big]} does not fit in 32 bits")
     mapdef = MapDef(name, _type_name(btf, name, attrs["type"]), attrs["key_size"], attrs["value_size"],
                     attrs["max_entries"], attrs["map_flags"], inner=inner_def)
     return mapdef, values_at

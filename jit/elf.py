@@ -27,7 +27,8 @@ from jit import btf as B
 from jit import isa
 from jit.btf import Btf, BtfExt, parse_btf, parse_btf_ext
 from jit.btf_maps import BtfMap, map_defs
-from jit.elf_file import ElfFile, Section, is_bpf_elf, read_elf
+from jit.elf_file import ElfFile, Section, read_elf
+from jit.elf_header import is_bpf_elf, is_bpf_object
 from jit.elf_link import Linker, NeedsKernel, link
 from jit.elf_reloc import FuncKey, Function, Resolver
 from jit.errors import JitError
@@ -44,7 +45,8 @@ class Entry:
     name: str
     section: str              # the SEC() name, a leading '?' included
     btf_id: int | None        # its BTF FUNC, whose decl tags are the test annotations
-    line: int | None          # the first source line BTF line info gives for it
+    line: int | None          # the first source line BTF line info gives for it ...
+    source: str | None = None  # ... and the file it is in
 
 
 class BpfObject:
@@ -93,25 +95,14 @@ class BpfObject:
     def _entry(self, fn: Function) -> Entry:
         func = self.btf.find(B.FUNC, fn.name) if self.btf is not None else None
         first = next((li for li in self.lines_of(fn) if li is not None), None)
-        return Entry(fn.name, fn.section.name, func.id if func else None, first.line if first else None)
+        return Entry(fn.name, fn.section.name, func.id if func else None,
+                     first.line if first else None, first.file if first else None)
 
     def _data_map(self, section: str) -> MapDef:
         data = self.elf.named(section).data
         flags = BPF_F_RDONLY_PROG if section.startswith(".rodata") else 0
         return MapDef(section, "array", 4, max(len(data), 1), 1, flags,
                       initial=((0, data),) if any(data) else ())
-
-
-def is_bpf_object(path: str | pathlib.Path) -> bool:
-    """Whether `path` is a `.o` file whose header says it is a BPF ELF object."""
-    path = pathlib.Path(path)
-    if path.suffix != ".o":
-        return False
-    try:
-        with open(path, "rb") as f:
-            return is_bpf_elf(f.read(20))
-    except OSError:
-        return False
 
 
 def read_object(path: str | pathlib.Path) -> BpfObject:

@@ -35,7 +35,7 @@ class Linker:
     lines: dict[int, SourceLine] = dataclasses.field(default_factory=dict)
     funcs: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     placed: dict[FuncKey, int] = dataclasses.field(default_factory=dict)
-    maps: list[MapDef] = dataclasses.field(default_factory=list)
+    maps: dict[str, tuple[int, MapDef]] = dataclasses.field(default_factory=dict)   # name -> (index, map)
     labels: dict[int, str] = dataclasses.field(default_factory=dict)       # slot -> asm label
 
     def place(self, main: FuncKey) -> None:
@@ -81,11 +81,8 @@ class Linker:
             raise NeedsKernel(f"{what} {ref.target}: needs kernel BTF", file=self.file, insn=pc)
 
     def index(self, mapdef: MapDef) -> int:
-        for i, m in enumerate(self.maps):
-            if m.name == mapdef.name:
-                return i
-        self.maps.append(mapdef)
-        return len(self.maps) - 1
+        """The map's index in Program.maps: maps are numbered in order of first use."""
+        return self.maps.setdefault(mapdef.name, (len(self.maps), mapdef))[0]
 
     def functions_named(self) -> tuple[tuple[int, str], ...]:
         """Placed functions, plus subprograms called by label inside one function (named by
@@ -99,5 +96,6 @@ class Linker:
 def link(linker: Linker, main: FuncKey, prog_type: str) -> Program:
     linker.place(main)
     name = linker.functions[main].name
-    return Program(name, tuple(linker.insns), tuple(linker.maps), prog_type, linker.functions_named(),
+    maps = tuple(m for _, m in linker.maps.values())
+    return Program(name, tuple(linker.insns), maps, prog_type, linker.functions_named(),
                    linker.lines, linker.file)

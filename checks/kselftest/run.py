@@ -11,8 +11,11 @@ Per test (functions marked `__auxiliary` are not tests; they are only loaded alo
 - a run that faults or reports KASAN (faithful mode) fails; a run we could not complete (an
   emulation gap: unknown helper, budget exceeded) is an error; tests we cannot build or whose
   program type has no test_run context are skipped with the reason.
+Both modes run the same program: the rewrites the verifier makes only for unprivileged programs
+(the tail-call index guard, ALU sanitation) are not emulated. Whatever engine the runner names,
+programs run in the emulated kernel on the JIT (the jit engine's own Kernel when it is that one).
 
-Results carry `imported` and `executed` (checks.results) and their findings' records.
+Results carry `suite`, `imported` and `executed` (checks.results) and their findings' records.
 The cases implement `checks.explore.Explorable`, so the runner can explore and run what-if.
 
 Owns: test_loader's judgement. Must not import github or bot/; unicorn only lazily, when a
@@ -20,7 +23,6 @@ program runs (the runner imports this module to list file types).
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import time
 from dataclasses import dataclass
@@ -30,13 +32,16 @@ from checks import contexts
 from checks.explore import FAITHFUL, Outcome, Surface, Variant, surface_of
 from checks.kselftest.case import SelftestCase
 from checks.kselftest.importer import load_cases
-from checks.results import EXECUTED, IMPORTED, TestResult
+from checks.results import EXECUTED, IMPORTED, SUITE, TestResult
 from jit.errors import BpfKasanError
 from jit.program import Program
 
 UNPRIV = " @unpriv"
+# The verifier bounds every accepted program's run (may_goto and bpf_loop allow 8M iterations
+# each), so a faithful run gets at least this budget; the run's time limit stays the backstop.
+VERIFIED_INSN_LIMIT = 64 * 1024 * 1024
 NOT_EXECUTED = "expected rejection; not executed"
-ENGINE = "kernel"
+ENGINE = "jit"                     # selftests always run on the JIT, in the emulated kernel
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,22 @@ def modes(case: SelftestCase) -> list[Mode]:
     """The runs that are tests of their own: auxiliary programs have none, and an unprivileged
     run that expects what the privileged one does is left out."""
     out = []
-    priv = Mode("", case.expect, case.retval, case.executes, case.msgs)
+    priv = _mode("", case.expect, case.retval, case.executes, case.msgs)
     if case.runs_priv and not case.auxiliary:
         out.append(priv)
     if case.runs_unpriv and not case.auxiliary_unpriv:
-        unpriv = Mode(UNPRIV, case.expect_unpriv, case.retval_unpriv, case.executes_unpriv,
-                      case.msgs_unpriv)
+        unpriv = _mode(UNPRIV, case.expect_unpriv, case.retval_unpriv, case.executes_unpriv,
+                       case.msgs_unpriv)
         same = (unpriv.expect, unpriv.retval, unpriv.executes) == (priv.expect, priv.retval, priv.executes)
         if not (out and same):
             out.append(unpriv)
     return out
+
+
+def _mode(suffix: str, expect: str, retval: int | None, executes: bool, msgs) -> Mode:
+    """A retval is only run and compared when the load is expected to succeed."""
+    success = expect == "success"
+    return Mode(suffix, expect, retval if success else None, executes and success, tuple(msgs))
 
 
 class KselftestCase:
@@ -85,7 +96,7 @@ class KselftestCase:
             status, reason = why_not
             return self._result(status, reason, started)
         try:
-            done = self._execute(FAITHFUL, insn_limit)
+            done = self._execute(engine, FAITHFUL, insn_limit)
         except BpfKasanError as e:
             return self._result("error", str(e), started, executed=True)
         status, reason = judge(self.mode, done)
@@ -102,7 +113,7 @@ class KselftestCase:
             return "skip", case.skip_reason or "not imported"
         if self.mode.expect == "failure":
             return "pass", NOT_EXECUTED
-        unsupported = contexts.unsupported(case.program.prog_type)
+        unsupported = contexts.unsupported(case.program.prog_type, case.sec)
         if unsupported:
             return "skip", unsupported
         return None
@@ -112,13 +123,14 @@ class KselftestCase:
         return TestResult(id=self.id, file=self.path, name=self.name, status=status, reason=reason,
                           expect=self.mode.expect, retval=retval, expected_retval=self.mode.retval,
                           duration_s=time.perf_counter() - started, insns=insns, engine=ENGINE,
-                          extra={IMPORTED: self.case.program is not None, EXECUTED: executed})
+                          extra={SUITE: "kselftest", IMPORTED: self.case.program is not None,
+                                 EXECUTED: executed})
 
     # -- Explorable -----------------------------------------------------------------------------
 
     def surface(self) -> Surface | None:
         program = self.case.program
-        if program is None or contexts.unsupported(program.prog_type):
+        if program is None or contexts.unsupported(program.prog_type, self.case.sec):
             return None
         return surface_of(self.prepared(), packet=contexts.has_packet(program.prog_type))
 
@@ -126,7 +138,7 @@ class KselftestCase:
         if self.surface() is None:
             return Outcome(error="no program to run")
         try:
-            done = self._execute(variant, insn_limit)
+            done = self._execute(engine, variant, insn_limit)
         except BpfKasanError as e:
             return Outcome(error=str(e))
         fault = done.run.fault.splitlines()[0] if done.run.fault else None
@@ -141,11 +153,12 @@ class KselftestCase:
             self._prepared = prepare(self.case.program, self.others)
         return self._prepared
 
-    def _execute(self, variant: Variant, insn_limit: int):
+    def _execute(self, engine, variant: Variant, insn_limit: int):
         from checks import test_run
         options = variant.kernel_options()
-        return test_run.run(_kernel(), self.prepared(), file=self.path, test=self.id,
-                            data_in=variant.packet, begin=options, insn_limit=insn_limit)
+        return test_run.run(test_run.kernel_for(engine), self.prepared(), file=self.path, test=self.id,
+                            data_in=variant.packet, begin=options,
+                            insn_limit=max(insn_limit, VERIFIED_INSN_LIMIT))
 
 
 def judge(mode: Mode, done) -> tuple[str, str]:
@@ -158,23 +171,10 @@ def judge(mode: Mode, done) -> tuple[str, str]:
         return "error", run.error
     faithful = [f for f in run.findings if f.mode == "faithful"]
     if faithful:
-        return "fail", f"KASAN: {faithful[0].title}"
+        return "fail", faithful[0].title
     if mode.retval is not None and done.retval != mode.retval:
         return "fail", f"retval {done.retval} != expected {mode.retval}"
     return "pass", ""
-
-
-_kernels: dict[int, object] = {}
-
-
-def _kernel():
-    """This process's Kernel (one Unicorn machine per process; a forked worker makes its own)."""
-    pid = os.getpid()
-    if pid not in _kernels:
-        from checks.test_run import new_kernel
-        _kernels.clear()
-        _kernels[pid] = new_kernel()
-    return _kernels[pid]
 
 
 def runner_cases(cases: list[SelftestCase]) -> list[KselftestCase]:

@@ -7,7 +7,7 @@ from checks.contexts import SKB_DATA, SKB_DATA_END, SKB_DATA_META, XDP_DATA, XDP
 from checks.ctx_convert import convert, ctx_loads
 from jit import isa
 from jit.llvm_asm import assemble
-from jit.program import Program
+from jit.program import MapDef, Program
 
 
 def program(text: str, prog_type: str = "sched_cls") -> Program:
@@ -29,6 +29,11 @@ DATAFLOW = [
                        "r2 = *(u32 *)(r3 + 76); r0 = 0; exit", [3]),
     ("a 32-bit fill is not the pointer", "*(u64 *)(r10 - 8) = r1; r3 = *(u32 *)(r10 - 8);"
                                           "r2 = *(u32 *)(r3 + 76); r0 = 0; exit", []),
+    ("spill through a copy of r10", "r6 = r10; r6 += -16; *(u64 *)(r6 + 8) = r1; r1 = 0;"
+                                    "r3 = *(u64 *)(r10 - 8); r2 = *(u32 *)(r3 + 76); r0 = 0; exit", [5]),
+    ("each path's spill counts", "r6 = r10; if r2 == 0 goto l1; r6 += -8; l1: r6 += -8;"
+                                 "*(u64 *)(r6 + 0) = r1; r3 = *(u64 *)(r10 - 8); r4 = *(u64 *)(r10 - 16);"
+                                 "r0 = *(u32 *)(r3 + 76); r0 = *(u32 *)(r4 + 76); exit", [7, 8]),
     ("a store over the spill ends it", "*(u64 *)(r10 - 8) = r1; *(u8 *)(r10 - 5) = r2;"
                                        "r3 = *(u64 *)(r10 - 8); r2 = *(u32 *)(r3 + 76); r0 = 0; exit", []),
     ("a helper call clobbers r1-r5", "r2 = r1; call 5; r3 = *(u32 *)(r2 + 76); r0 = 0; exit", []),
@@ -53,6 +58,15 @@ def test_bpf2bpf_callee_gets_ctx_only_when_passed_in_r1():
     assert ctx_loads(passes) == [3]
     other = program("r6 = r1; r1 = 0; call f; r0 = 0; exit; f: r2 = *(u32 *)(r1 + 76); r0 = 0; exit")
     assert ctx_loads(other) == []
+
+
+def test_prog_array_targets_start_with_ctx_in_r1():
+    insns = assemble("r0 = 0; exit; r2 = *(u32 *)(r1 + 76); r0 = 0; exit").insns
+    target = MapDef("progs", "prog_array", 4, 4, 1, values=((0, "target"),))
+    linked = Program("main", tuple(insns), (target,), "sched_cls", funcs=((0, "main"), (2, "target")))
+    assert ctx_loads(linked) == [2]
+    plain = Program("main", tuple(insns), (), "sched_cls", funcs=((0, "main"), (2, "target")))
+    assert ctx_loads(plain) == []
 
 
 def test_callee_stack_is_its_own_frame():

@@ -9,7 +9,7 @@ from jit import isa
 from jit.isa import Insn
 from jit.program import MapDef, Program
 
-from _explore_fakes import FakeCase, finding as _finding
+from _explore_support import FakeCase, finding as _finding
 
 PRANDOM = "get_prandom_u32"
 
@@ -122,3 +122,40 @@ def test_a_crash_in_a_variant_run_makes_the_test_an_error_naming_the_phase():
     result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=1))
     assert result.status == "error"
     assert result.reason.startswith("exploration run crashed: ZeroDivisionError: division by zero at ")
+
+
+# -- end to end, on the emulated kernel ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from _explore_support import write_demo
+    return write_demo(tmp_path_factory.mktemp("explore"))
+
+
+def _run(path, **options):
+    engine = runner.make_engine("jit", runner.EngineOptions())
+    return {r.name: r for r in runner.run_tests([str(path)], engine=engine, **options)}
+
+
+def test_faithful_runs_find_nothing_and_exploration_finds_both_bugs(demo):
+    plain = _run(demo, explore=0)
+    assert [(plain[n].status, plain[n].findings) for n in ("hash_overread", "random_overwrite")] == \
+        [("pass", ()), ("pass", ())]
+    explored = _run(demo, explore=4)
+    [overread] = explored["hash_overread"].finding_records
+    assert overread["mode"] == "explore" and overread["variant"].startswith("prefill")
+    assert overread["title"] == "KASAN: slab-out-of-bounds Read in bpf_prog_ADDR_hash_overread"
+    [overwrite] = explored["random_overwrite"].finding_records
+    assert "prandom=0xffffffff" in overwrite["variant"] and overwrite["access"] == "write"
+    assert explored["random_overwrite"].status == "pass"                # retval: faithful run only
+    assert explored["hash_overread"].extra["explored"] == {"variants": 4, "oops": [], "errors": []}
+    # The __failure tests are not run without --what-if.
+    assert explored["refused_overread"].findings == () and "what_if" not in explored["refused_overread"].extra
+
+
+def test_exploration_is_deterministic_and_n_limits_it(demo):
+    first, again = _run(demo, explore=4), _run(demo, explore=4)
+    assert {n: r.findings for n, r in first.items()} == {n: r.findings for n, r in again.items()}
+    one = _run(demo, explore=1)
+    assert one["hash_overread"].extra["explored"]["variants"] == 1
+    assert one["random_overwrite"].findings                  # variant 1 already has the edge value

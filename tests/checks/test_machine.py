@@ -376,3 +376,10 @@ def test_trampoline_disassembles_as_documented(m):
     assert text[5].startswith("call qword ptr [rip")
     assert text[6].startswith("mov qword ptr [rip") and text[6].endswith("rax")
     assert text[7].startswith("mov byte ptr [rip") and text[8] == "int3 "
+
+
+def test_close_stops_the_watchdog_and_may_be_repeated():
+    machine = Machine()
+    machine.close()
+    machine.close()
+    assert machine._watchdog.closed.is_set()

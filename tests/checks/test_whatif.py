@@ -9,7 +9,7 @@ from checks import runner, whatif
 from checks.explore import Outcome
 from checks.results import TestResult
 
-from _explore_fakes import FakeCase
+from _explore_support import FakeCase
 
 TITLE = "KASAN: slab-out-of-bounds Read in bpf_prog_t"
 
@@ -76,20 +76,32 @@ def test_a_crash_while_running_what_if_is_an_error_of_the_test():
     assert result.status == "error" and result.reason.startswith("what-if run crashed: KeyError")
 
 
-def test_a_limit_of_ours_is_noted_and_the_other_variants_still_run():
+@pytest.mark.parametrize("failing,ran", [
+    ("", [""]),                                               # plain run stopped: no variants
+    ("prandom=0xffffffff", ["", "prandom=0xffffffff", "prandom=0x80000000"]),
+])
+def test_a_limit_of_ours_is_noted_and_only_a_stopped_plain_run_ends_the_what_if(failing, ran):
     from checks.errors import CheckError
 
     case = _rejected()
 
     def run_variant(engine, variant, *, insn_limit):
         case.ran.append(variant.name)
-        if variant.name == "":
+        if variant.name == failing:
             raise CheckError("helper 999 is not implemented")
         return Outcome()
     case.run_variant = run_variant
-    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=1, what_if=True))
-    assert result.status == "pass" and case.ran == ["", "prandom=0xffffffff"]
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=2, what_if=True))
+    assert result.status == "pass" and case.ran == ran
     assert result.extra["what_if"]["errors"] == ["helper 999 is not implemented"]
+
+
+def test_a_plain_run_that_ran_out_of_budget_gets_no_variants():
+    case = _rejected()
+    case.run_variant = lambda engine, variant, insn_limit: (
+        case.ran.append(variant.name) or Outcome(error="instruction limit exceeded (1000000)"))
+    result = runner.run_case(case, runner.InterpEngine(), runner.RunOptions(explore=4, what_if=True))
+    assert case.ran == [""] and result.extra["what_if"]["kasan"] == []
 
 
 def _entry(kasan=(), oops=(), memory=True):
@@ -106,3 +118,33 @@ def test_backup_counts_reports_and_oopses_apart_with_and_without_exploration():
                                    oops_explored=2, caught_plain=2, caught_explored=4)
     assert backup.lines()[1] == "  KASAN report: 1/5 plain, 2/5 with exploration"
     assert backup.lines()[3] == "  either:       2/5 plain, 4/5 with exploration"
+
+
+# -- end to end, on the emulated kernel ------------------------------------------------------------
+
+def test_cli_what_if_reports_labels_and_backup_counts(tmp_path, capsys):
+    import json
+
+    from _explore_support import write_demo
+    from bot.cli import main as cli
+
+    demo = write_demo(tmp_path)
+    out = tmp_path / "r.json"
+    assert cli(["run", str(demo), "--engine", "jit", "--what-if", "-j", "1", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-6:] == ["what-if: 2 memory-safety rejections run as if accepted",
+                          "  KASAN report: 1/2 plain, 2/2 with exploration",
+                          "  oops (fault): 1/2 plain, 1/2 with exploration",
+                          "  either:       1/2 plain, 2/2 with exploration",
+                          "4 KASAN findings", "5 passed, 0 failed"]
+    assert "   retval pass  2/2" in lines and "         run  2" in lines       # the selftest table
+    doc = json.loads(out.read_text())
+    tests = {t["name"]: t for t in doc["tests"]}
+    assert [tests[n]["status"] for n in ("refused_overread", "refused_null_deref", "refused_uninit")] == \
+        ["pass"] * 3
+    assert tests["refused_null_deref"]["what_if"]["oops"] == [""]             # the plain run oopsed
+    assert tests["refused_uninit"]["what_if"]["memory"] is False
+    what_if = [f for f in doc["findings"] if f["mode"] == "what-if"]
+    assert {f["test"].split("::")[1] for f in what_if} == {"refused_overread", "refused_null_deref"}
+    assert all(f["label"] == whatif.LABEL for f in what_if)
+    assert doc["summary"]["findings"] == len(doc["findings"]) == 4

@@ -203,8 +203,8 @@ __naked void do_tail(void)
 }
 
 SEC("socket")
-__description("inner map lookup")
-__success __retval(0)
+__description("map-in-map slot nobody filled is NULL")
+__success __retval(2)
 __naked void in_outer(void)
 {
 	asm volatile ("					\
@@ -214,6 +214,10 @@ __naked void in_outer(void)
 	r2 += -4;					\
 	r1 = %[outer] ll;				\
 	call %[bpf_map_lookup_elem];			\
+	if r0 != 0 goto l0_%=;				\
+	r0 = 2;						\
+	exit;						\
+l0_%=:	r0 = 1;						\
 	exit;						\
 "	:
 	: __imm(bpf_map_lookup_elem),
