@@ -22,8 +22,9 @@ import time
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="test files or directories (searched recursively)")
-    parser.add_argument("--engine", default="interp",
-                        help="execution engine (default: interp, the reference interpreter)")
+    parser.add_argument("--engine", default="jit",
+                        help="execution engine: jit (default; the x86-64 JIT under Unicorn, with "
+                             "KASAN) or interp (the reference interpreter)")
     parser.add_argument("--insn-limit", type=_positive, default=1_000_000, metavar="N",
                         help="stop a program after N executed instructions (default: 1000000)")
     parser.add_argument("--json", metavar="FILE", help="write results JSON to FILE")

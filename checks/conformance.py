@@ -290,11 +290,13 @@ class DataCase:
                 return TestResult(status="pass", duration_s=time.perf_counter() - started, **base)
             raise CheckError("test has neither a '-- result' nor an '-- error' section",
                              file=self.path)
-        outcome = _judge(test, engine, insn_limit)
-        return TestResult(duration_s=time.perf_counter() - started, **outcome, **base)
+        outcome, findings = _judge(test, engine, insn_limit)
+        result = TestResult(duration_s=time.perf_counter() - started, **outcome, **base)
+        return result.with_findings([dict(f.to_json(), test=self.id) for f in findings])
 
 
-def _judge(test: DataTest, engine, insn_limit: int) -> dict:
+def _judge(test: DataTest, engine, insn_limit: int) -> tuple[dict, tuple]:
+    """The verdict fields of one run, and the KASAN findings the engine made (none for interp)."""
     mem = input_memory(test)
     try:
         program = build_program(test)
@@ -303,7 +305,11 @@ def _judge(test: DataTest, engine, insn_limit: int) -> dict:
     except BpfKasanError as e:
         if not test.expects_failure:
             raise
-        return dict(status="pass", reason="", error_match=_error_matches(test, e.message))
+        return dict(status="pass", reason="", error_match=_error_matches(test, e.message)), ()
+    return _verdict(test, program, result), getattr(result, "findings", ())
+
+
+def _verdict(test: DataTest, program, result) -> dict:
     if test.expects_failure:
         if result.error is not None:
             return dict(status="pass", insns=result.insns,

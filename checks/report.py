@@ -37,7 +37,7 @@ RULER = "=" * 66
 ROW_BYTES = 16                                # shadow bytes per memory-state row
 ROW_MEMORY = ROW_BYTES * GRANULE              # memory one row describes
 ROWS_AROUND = 2
-MODE_FAITHFUL, MODE_STRICTER = "faithful", "stricter"
+MODE_FAITHFUL = "faithful"
 
 # Frames below the program in a BPF_PROG_TEST_RUN report, by program type. Offsets are made up
 # but stable, so reports stay byte-identical from run to run.
@@ -91,16 +91,18 @@ class Finding:
     object: str | None               # the object's label, when the address is in one
     title: str
     report: str
-    mode: str = MODE_FAITHFUL        # "stricter" when real KASAN would not have reported it
+    mode: str = MODE_FAITHFUL        # how the run was made: faithful, explore or what-if
     variant: str = ""
     alt_titles: tuple[str, ...] = ()
+    # Why real KASAN would not have reported this (our objects are stricter), or "" when it would.
+    stricter: str = ""
 
     def to_json(self) -> dict:
         return {"id": self.id, "test": self.test, "function": self.function, "insn": self.insn,
                 "bug_type": self.bug_type, "access": self.access, "size": self.size,
                 "address": f"0x{self.address:016x}", "object": self.object, "title": self.title,
                 "alt_titles": list(self.alt_titles), "report": self.report, "mode": self.mode,
-                "variant": self.variant}
+                "variant": self.variant, "stricter": self.stricter or None}
 
 
 # -- the program's kallsyms name ----------------------------------------------------------------
@@ -274,8 +276,8 @@ def build_finding(ctx: ReportContext, item: Attributed, *, test: str, variant: s
     return Finding(id=ident, test=test, function=symbol, insn=item.func_insn,
                    bug_type=verdict.bug_type, access=kind.lower(), size=rec.size, address=rec.addr,
                    object=obj.label if obj is not None and obj.allocated else None, title=title,
-                   report="\n".join(lines) + "\n", mode=MODE_STRICTER if note else MODE_FAITHFUL,
-                   variant=variant, alt_titles=(alt_title(symbol),))
+                   report="\n".join(lines) + "\n", variant=variant,
+                   alt_titles=(alt_title(symbol),), stricter=note or "")
 
 
 def findings_of_run(ctx: ReportContext, records, gate: ReportGate, *, test: str,

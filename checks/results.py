@@ -9,7 +9,8 @@ JSON schema (names are a contract with the bot and CI; add fields, never rename)
 
 `error_match` is set for tests that expect a failure: whether our refusal matched the suite's
 expected text (None when the test expected success or was not judged).
-`extra` carries fields a later producer adds (variant, register map...) without a schema change.
+`extra` carries fields a later producer adds without a schema change: `suite`, `imported`,
+`executed` (the selftest runner), `explored` (checks.explore), `what_if` (checks.whatif).
 One key of `extra` is not a field of the test row: `finding_records`, the JSON-able finding dicts
 the test produced (their producer owns their shape; each has an `id`). They travel with the result
 (also across worker processes) and `to_json` lists them once, under `findings`.

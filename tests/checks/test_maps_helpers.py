@@ -110,7 +110,7 @@ def test_lru_hash_evicts_the_least_recently_used_key(kernel):
 def test_one_byte_overrun_of_an_array_value_is_reported_as_stricter(kernel):
     body = value_of("odd") + "r0 = *(u8 *)(r6 + 5)\nexit\n" + MISS
     [f] = run(kernel, program(body, (ODD,))).findings
-    assert f.bug_type == "slab-out-of-bounds" and f.mode == "stricter"
+    assert f.bug_type == "slab-out-of-bounds" and f.mode == "faithful" and f.stricter == ARRAY_STRICTER
     assert f"bpf-kasan: stricter than the kernel: {ARRAY_STRICTER}" in f.report
     assert run(kernel, program(value_of("odd") + "r0 = *(u8 *)(r6 + 4)\nexit\n" + MISS,
                                (ODD,))).findings == []

@@ -14,6 +14,8 @@ from checks import parallel, runner
 from checks.errors import CheckError
 from checks.results import Summary, TestResult
 
+from _explore_support import write_demo
+
 
 def _doc(path) -> dict:
     doc = json.loads(path.read_text())
@@ -97,20 +99,24 @@ def test_unknown_engine_is_refused_before_workers_start(conformance_dir, capsys)
 
 
 def test_shard_outputs_merge_into_the_unsharded_totals(conformance_dir, tmp_path, capsys):
-    suites = [str(conformance_dir / "tests"), str(conformance_dir / "negative")]
+    (tmp_path / "selftests").mkdir()
+    write_demo(tmp_path / "selftests")
+    suites = [str(conformance_dir / "tests"), str(conformance_dir / "negative"), str(tmp_path / "selftests")]
+    common = ["--engine", "jit", "--what-if"]
     whole = tmp_path / "whole.json"
-    cli(["run", *suites, "-j", "1", "--json", str(whole)])
+    cli(["run", *suites, *common, "-j", "1", "--json", str(whole)])
     parts = []
     for k in (1, 2, 3):
         parts.append(tmp_path / f"part{k}.json")
-        cli(["run", *suites, "-j", "2", "--shard", f"{k}/3", "--json", str(parts[-1])])
+        cli(["run", *suites, *common, "-j", "2", "--shard", f"{k}/3", "--json", str(parts[-1])])
     merged = tmp_path / "merged.json"
     assert cli(["merge", *map(str, parts), "-o", str(merged)]) == 0
     capsys.readouterr()
     whole_doc, merged_doc = _doc(whole), _doc(merged)
-    assert merged_doc["summary"] == whole_doc["summary"]
+    assert merged_doc["summary"] == whole_doc["summary"] and whole_doc["summary"]["findings"] == 4
     assert sorted(merged_doc["tests"], key=lambda t: t["id"]) == \
         sorted(whole_doc["tests"], key=lambda t: t["id"])
+    assert sorted(f["id"] for f in merged_doc["findings"]) == sorted(f["id"] for f in whole_doc["findings"])
     assert all(_doc(p)["summary"]["tests"] < whole_doc["summary"]["tests"] for p in parts)
 
 

@@ -137,7 +137,7 @@ def test_cli_what_if_reports_labels_and_backup_counts(tmp_path, capsys):
                           "  oops (fault): 1/2 plain, 1/2 with exploration",
                           "  either:       1/2 plain, 2/2 with exploration",
                           "4 KASAN findings", "5 passed, 0 failed"]
-    assert "   retval pass  2/2" in lines and "         run  2" in lines       # the selftest table
+    assert " retval pass  2/2" in lines and "         run  2" in lines       # the selftest table
     doc = json.loads(out.read_text())
     tests = {t["name"]: t for t in doc["tests"]}
     assert [tests[n]["status"] for n in ("refused_overread", "refused_null_deref", "refused_uninit")] == \
