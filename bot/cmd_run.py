@@ -124,27 +124,33 @@ class Progress:
 
 def main(args: argparse.Namespace) -> int:
     from checks import parallel, runner
-    from checks.explore import DEFAULT_EXPLORE
 
-    options = runner.RunOptions(
-        insn_limit=args.insn_limit, pattern=args.pattern,
-        strict=len(args.paths) == 1 and pathlib.Path(args.paths[0]).is_file(),
-        explore=DEFAULT_EXPLORE if args.explore is None else args.explore, what_if=args.what_if,
-        shard=runner.Shard.parse(args.shard) if args.shard else None)
-    engine_options = runner.EngineOptions(kasan="off" if args.no_kasan else args.kasan_mode,
-                                          multishot=args.multishot)
     jobs = args.jobs or parallel.default_jobs()
     files = runner.collect(args.paths)
     progress = Progress(sys.stdout, len(files), bar=_interactive(sys.stdout))
     results = []
     try:
-        for done in parallel.run_files(files, engine=args.engine, options=options, jobs=jobs,
-                                       engine_options=engine_options):
+        for done in parallel.run_files(files, engine=args.engine, options=_run_options(args),
+                                       jobs=jobs, engine_options=_engine_options(args)):
             results += done.results
             progress.file_done(done.results)
     finally:
         progress.close()
     return _close(results, args)
+
+
+def _run_options(args):
+    from checks.explore import DEFAULT_EXPLORE
+    from checks.runner import RunOptions, Shard
+    return RunOptions(insn_limit=args.insn_limit, pattern=args.pattern,
+                      strict=len(args.paths) == 1 and pathlib.Path(args.paths[0]).is_file(),
+                      explore=DEFAULT_EXPLORE if args.explore is None else args.explore,
+                      what_if=args.what_if, shard=Shard.parse(args.shard) if args.shard else None)
+
+
+def _engine_options(args):
+    from checks.runner import EngineOptions
+    return EngineOptions(kasan="off" if args.no_kasan else args.kasan_mode, multishot=args.multishot)
 
 
 def _close(results, args) -> int:

@@ -17,6 +17,8 @@ Facts carried over from net/bpf/test_run.c and net/core/filter.c (6.12, see kasa
   headroom and tailroom, is refused (-EINVAL) as bpf_test_init refuses it.
 - tracing-like types get a zeroed buffer as large as the verifier lets them read (so an access it
   accepts can never be a false finding); syscall programs run with a NULL ctx (no ctx_in).
+  BPF_PROG_TEST_RUN itself runs none of fentry/fexit (unattached: retval 0), LSM, iterator or
+  other tracing programs; the buffers serve runs outside test_run (what-if).
 
 Consequence worth knowing: a small overread past data_end lands in the tailroom, which is inside
 the allocation, so real KASAN (and this emulator) stay silent on it.
@@ -140,12 +142,27 @@ def has_packet(prog_type: str) -> bool:
 
 
 def unsupported(prog_type: str | None, sec: str = "") -> str | None:
-    """Why BPF_PROG_TEST_RUN cannot run this program (type, SEC name) here, or None."""
-    if sec.lstrip("?").startswith(("iter/", "iter.s/")):
-        return "BPF_PROG_TEST_RUN does not run iterator programs (their ctx is the seq_file walk's)"
+    """Why BPF_PROG_TEST_RUN cannot run this program (type, SEC name) here, or None. Tracing
+    programs other than fentry/fexit, LSM and iterator programs have no test run (the kernel
+    answers -ENOTSUPP or -EFAULT); the types we have no context for say so."""
+    name = sec.lstrip("?")
+    if prog_type == "tracing" and not name.startswith(_FENTRY_FEXIT):
+        return f"BPF_PROG_TEST_RUN does not run {name.split('/')[0]} tracing programs"
+    if prog_type == "lsm":
+        return "BPF_PROG_TEST_RUN does not run LSM programs"
     if prog_type in KINDS:
         return None
     return f"BPF_PROG_TEST_RUN: no emulated context for program type {prog_type or 'unknown'}"
+
+
+def unattached(prog_type: str | None, sec: str = "") -> bool:
+    """Whether BPF_PROG_TEST_RUN leaves the program itself alone: for fentry/fexit it calls the
+    kernel's bpf_fentry_test* functions, which run the program only when it is attached, and
+    test_loader never attaches it; the retval is then 0."""
+    return prog_type == "tracing" and sec.lstrip("?").startswith(_FENTRY_FEXIT)
+
+
+_FENTRY_FEXIT = ("fentry/", "fexit/", "fentry.s/", "fexit.s/")
 
 
 @dataclass(frozen=True)

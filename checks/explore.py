@@ -20,8 +20,8 @@ Findings of variants get mode "explore" and name their variant; within a test th
 by (title, insn), the first run that found one keeping it (the faithful run comes first).
 The retval is judged on the faithful run only.
 
-Owns: the variant list, the exploration loop and finding dedup. Must not import unicorn, github or
-bot/; it never runs a program itself (the caller passes a `RunVariant`).
+Owns: the variant list, the exploration runs and finding dedup. Must not import unicorn, github or
+bot/; programs run through the case (`Explorable.run_variant`).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from checks.results import TestResult
 from jit import isa
+from jit.errors import BpfKasanError
 from jit.program import Program
 
 DEFAULT_EXPLORE = 4
@@ -140,13 +141,24 @@ RunVariant = Callable[[Variant], Outcome]
 @runtime_checkable
 class Explorable(Protocol):
     """A test case that can run its program on other inputs (the runner explores only these)."""
-    msgs: tuple[str, ...]                          # expected verifier messages (what-if judges them)
+    msgs: tuple[str, ...]                  # expected verifier messages (what-if judges them)
 
     def surface(self) -> Surface | None:
         """What the program can observe; None when there is no program to run."""
 
     def run_variant(self, engine, variant: Variant, *, insn_limit: int) -> Outcome:
         """One run on `variant`'s inputs (FAITHFUL: the test's own), retval not judged."""
+
+
+def variant_runner(case: Explorable, engine, insn_limit: int) -> RunVariant:
+    """Run one variant of `case`; a limit of ours (an unemulated helper...) is that run's error,
+    not the test's, and the other variants still run."""
+    def run(variant: Variant) -> Outcome:
+        try:
+            return case.run_variant(engine, variant, insn_limit=insn_limit)
+        except BpfKasanError as e:
+            return Outcome(error=str(e))
+    return run
 
 
 def explore(run: RunVariant, candidates: list[Variant], n: int) -> list[tuple[Variant, Outcome]]:
@@ -181,11 +193,12 @@ def explored_findings(faithful: Iterable[dict], runs: list[tuple[Variant, Outcom
     """The faithful run's findings, then each variant's, tagged and deduplicated."""
     records = list(faithful)
     for variant, outcome in runs:
-        records += [tagged(r, variant=variant.name, mode=mode, label=label) for r in outcome.findings]
+        records += [tagged(r, variant=variant.name, mode=mode, label=label)
+                    for r in outcome.findings]
     return dedup(records)
 
 
-EXPLORED = "explored"            # extra key: {"variants": N, "oops": [{variant, fault}], "errors": [...]}
+EXPLORED = "explored"            # extra key: {"variants": N, "oops": [{variant, fault}], "errors"}
 
 
 def explored_result(result: TestResult, runs: list[tuple[Variant, Outcome]]) -> TestResult:
@@ -198,8 +211,21 @@ def explored_result(result: TestResult, runs: list[tuple[Variant, Outcome]]) -> 
                                 extra={EXPLORED: entry})
 
 
+def explore_case(case: Explorable, result: TestResult, engine, insn_limit: int,
+                 n: int) -> TestResult:
+    """`result` (the faithful judgement of an executed test) with the first `n` variants run."""
+    surface = case.surface()
+    if surface is None:
+        return result
+    try:
+        runs = explore(variant_runner(case, engine, insn_limit), variants(surface), n)
+    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
+        return crashed(result, e, "exploration")
+    return explored_result(result, runs)
+
+
 def crashed(result: TestResult, error: Exception, phase: str) -> TestResult:
-    """`result` turned into an error: a `phase` run crashed our tool (a bug of ours, not a finding)."""
+    """`result` turned into an error: a `phase` run crashed our tool (our bug, not a finding)."""
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" at {frame.filename}:{frame.lineno}" if frame else ""
     return replace(result, status="error",

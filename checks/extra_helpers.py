@@ -20,7 +20,7 @@ from checks.contexts import SKB_DATA, SKB_DATA_END, SKB_DATA_META, Kernel, packe
 from checks.helpers import HELPERS
 from jit.isa import s32
 
-EFAULT, EINVAL, ENOTSUPP = 14, 22, 524
+ENOMEM, EFAULT, EINVAL, ERANGE, ENAMETOOLONG, EAFNOSUPPORT, ENOTSUPP = 12, 14, 22, 34, 36, 97, 524
 MASK64 = 0xFFFFFFFFFFFFFFFF
 SKF_NET_OFF = -0x100000
 SKF_LL_OFF = -0x200000
@@ -29,6 +29,8 @@ IPPROTO_TCP = 6
 TCP_TIME_WAIT, TCP_NEW_SYN_RECV = 6, 12
 BPF_F_RECOMPUTE_CSUM, BPF_F_INVALIDATE_HASH = 1, 2
 FIB_LOOKUP_SIZE = 64                     # sizeof(struct bpf_fib_lookup)
+AF_INET, AF_INET6 = 2, 10
+BPF_FIB_LKUP_RET_NOT_FWDED = 4
 INITIAL_JIFFIES = 0xFFFEDB08             # (unsigned int)(-300 * HZ), HZ = 250
 STRTOX_BASE_MASK = 0x1F
 
@@ -87,7 +89,7 @@ def skb_change_head(kernel, skb, head_room, flags, *_):
         return _neg(EINVAL)
     view = skb_view(kernel, skb)
     if view.data - head_room < view.head:
-        return _neg(12)
+        return _neg(ENOMEM)
     data = view.data - head_room
     kernel.write(data, bytes(head_room))
     kernel.write(skb, struct.pack("<I", view.len + head_room))
@@ -110,9 +112,12 @@ def get_hash_recalc(kernel, skb, *_):
 
 
 def fib_lookup(kernel, ctx, params, plen, flags, _):
+    """Only AF_INET / AF_INET6 lookups exist, and the test's namespace routes nothing: "not
+    forwarded"."""
     if plen & 0xFFFFFFFF < FIB_LOOKUP_SIZE:
         return _neg(EINVAL)
-    return _neg(EINVAL) if flags & ~0xF else 0
+    family = kernel.read(params, 1)[0]
+    return BPF_FIB_LKUP_RET_NOT_FWDED if family in (AF_INET, AF_INET6) else _neg(EAFNOSUPPORT)
 
 
 # -- sockets ------------------------------------------------------------------------------------
@@ -153,7 +158,7 @@ def d_path(kernel, path, buf, size, *_):
     if kernel.read_checked(path, 16) is None:
         return _neg(EFAULT)
     if size & 0xFFFFFFFF < 2:
-        return _neg(36)                                  # -ENAMETOOLONG
+        return _neg(ENAMETOOLONG)
     kernel.write(buf, b"/\0")
     return 2
 
@@ -170,7 +175,7 @@ def strtoul(kernel, buf, buf_len, flags, res, _):
         return _neg(EINVAL)
     value, consumed = parsed
     if value > MASK64:
-        return _neg(34)
+        return _neg(ERANGE)
     kernel.write(res, struct.pack("<Q", value))
     return consumed
 

@@ -8,7 +8,8 @@ every test, never one per test. The parent creates no engine when it has workers
 
 Files are handed out largest first, so a big file does not start last and leave one core idle at
 the end; a reorder buffer still yields them in collection order, so the output and the JSON do not
-depend on `-j`.
+depend on `-j` (provided a test's outcome does not depend on what ran before it in its process,
+which the emulated kernel's per-run reset is there to ensure).
 
 Owns: the process pool and result ordering. Must not import unicorn, github or bot/.
 """

@@ -32,10 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from checks import whatif
 from checks.errors import CheckError
-from checks.explore import (DEFAULT_EXPLORE, FAITHFUL, Explorable, Outcome, crashed, explore,
-                            explored_result, variants)
+from checks.explore import DEFAULT_EXPLORE, Explorable, explore_case
+from checks.whatif import what_if_case
 from checks.results import TestResult
 from jit.errors import BpfKasanError
 from jit.program import Program
@@ -231,52 +230,11 @@ def run_case(case: Case, engine: Engine, options: RunOptions) -> TestResult:
     if not isinstance(case, Explorable) or result.status == "error":
         return result
     if result.expect == "failure":
-        return _what_if(case, result, engine, options) if options.what_if else result
+        return what_if_case(case, result, engine, options.insn_limit, options.explore) \
+            if options.what_if else result
     if options.explore and result.executed:
-        return _explored(case, result, engine, options)
+        return explore_case(case, result, engine, options.insn_limit, options.explore)
     return result
-
-
-def _variant_runner(case: Explorable, engine: Engine, options: RunOptions):
-    """Run one variant; a limit of ours (an unsupported helper...) is that run's error, not the
-    test's: the other variants still run."""
-    def run(variant):
-        try:
-            return case.run_variant(engine, variant, insn_limit=options.insn_limit)
-        except BpfKasanError as e:
-            return Outcome(error=str(e))
-    return run
-
-
-def _explored(case: Explorable, result: TestResult, engine: Engine,
-              options: RunOptions) -> TestResult:
-    surface = case.surface()
-    if surface is None:
-        return result
-    try:
-        runs = explore(_variant_runner(case, engine, options), variants(surface), options.explore)
-    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
-        return crashed(result, e, "exploration")
-    return explored_result(result, runs)
-
-
-def _what_if(case: Explorable, result: TestResult, engine: Engine,
-             options: RunOptions) -> TestResult:
-    """Run an expected rejection as if accepted: the plain run, then `options.explore` variants.
-    Variants follow only a plain run that ended (normally or in an oops): one stopped by a limit
-    of ours (budget, time, an unemulated helper) would mostly stop again, at full cost each time
-    (rejected programs include infinite loops)."""
-    surface = case.surface()
-    if surface is None:                   # its program did not import: nothing to run
-        return result
-    run = _variant_runner(case, engine, options)
-    try:
-        runs = explore(run, [FAITHFUL], 1)
-        if runs[0][1].error is None:
-            runs += explore(run, variants(surface), options.explore)
-    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
-        return crashed(result, e, "what-if")
-    return whatif.what_if_result(result, runs, memory=whatif.is_memory_rejection(case.msgs))
 
 
 def run_tests(paths: Iterable[str], *, engine: Engine, insn_limit: int = 1_000_000,

@@ -12,15 +12,16 @@ finding), and an oops (the run faulted, e.g. a page fault on a NULL or wild poin
 kernel would print instead of a KASAN report). Each is counted on the plain run alone and with
 exploration; a test with either is "caught".
 
-Owns: the what-if judgement, its label and the backup counts. Must not import unicorn, github or
-bot/; it never runs a program itself.
+Owns: the what-if runs and judgement, its label and the backup counts. Must not import unicorn,
+github or bot/; programs run through the case (`checks.explore.Explorable.run_variant`).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from checks.explore import FAITHFUL, Outcome, Variant, explored_findings
+from checks.explore import (FAITHFUL, Explorable, Outcome, Variant, crashed, explore,
+                            explored_findings, variant_runner, variants)
 from checks.results import TestResult
 
 MODE_WHAT_IF = "what-if"
@@ -44,6 +45,25 @@ def record(runs: list[tuple[Variant, Outcome]], *, memory: bool) -> dict:
             "kasan": [v.name for v, o in runs if o.findings],
             "oops": [v.name for v, o in runs if o.fault],
             "errors": sorted({o.error for _, o in runs if o.error})}
+
+
+def what_if_case(case: Explorable, result: TestResult, engine, insn_limit: int,
+                 n: int) -> TestResult:
+    """Run an expected rejection as if accepted: the plain run, then `n` variants. Variants follow
+    only a plain run that ended (normally or in an oops): one stopped by a limit of ours (budget,
+    time, an unemulated helper) would mostly stop again, at full cost each time (rejected programs
+    include infinite loops)."""
+    surface = case.surface()
+    if surface is None:                   # its program did not import: nothing to run
+        return result
+    run = variant_runner(case, engine, insn_limit)
+    try:
+        runs = explore(run, [FAITHFUL], 1)
+        if runs[0][1].error is None:
+            runs += explore(run, variants(surface), n)
+    except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
+        return crashed(result, e, "what-if")
+    return what_if_result(result, runs, memory=is_memory_rejection(case.msgs))
 
 
 def what_if_result(result: TestResult, runs: list[tuple[Variant, Outcome]], *,
@@ -84,11 +104,13 @@ class Backup:
                    caught_explored=caught(False))
 
     def lines(self) -> list[str]:
+        rows = (("KASAN report:", self.kasan_plain, self.kasan_explored),
+                ("oops (fault):", self.oops_plain, self.oops_explored),
+                ("either:", self.caught_plain, self.caught_explored))
         n = self.tests
-        return [f"what-if: {n} memory-safety rejections run as if accepted",
-                f"  KASAN report: {self.kasan_plain}/{n} plain, {self.kasan_explored}/{n} with exploration",
-                f"  oops (fault): {self.oops_plain}/{n} plain, {self.oops_explored}/{n} with exploration",
-                f"  either:       {self.caught_plain}/{n} plain, {self.caught_explored}/{n} with exploration"]
+        return [f"what-if: {n} memory-safety rejections run as if accepted"] + \
+            [f"  {name:13} {plain}/{n} plain, {explored}/{n} with exploration"
+             for name, plain, explored in rows]
 
 
 def _shows(entry: dict, kind: str, plain: bool) -> bool:

@@ -7,7 +7,8 @@ Per test (functions marked `__auxiliary` are not tests; they are only loaded alo
   not executed" (what-if mode runs it through `run_variant`);
 - `__success` with `__retval`: executed with BPF_PROG_TEST_RUN (`checks.test_run`) and the retval
   compared as a 32-bit int; `__success` without one (or POINTER_VALUE): executed for KASAN findings,
-  any retval passes;
+  any retval passes; fentry/fexit programs are not run (test_run calls the kernel's test functions,
+  which run only attached programs) and their retval is 0;
 - a run that faults or reports KASAN (faithful mode) fails; a run we could not complete (an
   emulation gap: unknown helper, budget exceeded) is an error; tests we cannot build or whose
   program type has no test_run context are skipped with the reason.
@@ -41,6 +42,7 @@ UNPRIV = " @unpriv"
 # each), so a faithful run gets at least this budget; the run's time limit stays the backstop.
 VERIFIED_INSN_LIMIT = 64 * 1024 * 1024
 NOT_EXECUTED = "expected rejection; not executed"
+NOT_ATTACHED = "not attached, so BPF_PROG_TEST_RUN does not run it; retval 0"
 ENGINE = "jit"                     # selftests always run on the JIT, in the emulated kernel
 
 
@@ -116,6 +118,10 @@ class KselftestCase:
         unsupported = contexts.unsupported(case.program.prog_type, case.sec)
         if unsupported:
             return "skip", unsupported
+        if contexts.unattached(case.program.prog_type, case.sec):
+            if self.mode.retval in (None, 0):
+                return "pass", NOT_ATTACHED
+            return "fail", f"retval 0 != expected {self.mode.retval} ({NOT_ATTACHED})"
         return None
 
     def _result(self, status: str, reason: str, started: float, *, executed: bool = False,
@@ -129,8 +135,10 @@ class KselftestCase:
     # -- Explorable -----------------------------------------------------------------------------
 
     def surface(self) -> Surface | None:
+        """None when there is nothing to run; the program types BPF_PROG_TEST_RUN leaves alone
+        still run here on their zeroed context, for what-if."""
         program = self.case.program
-        if program is None or contexts.unsupported(program.prog_type, self.case.sec):
+        if program is None or program.prog_type not in contexts.KINDS:
             return None
         return surface_of(self.prepared(), packet=contexts.has_packet(program.prog_type))
 

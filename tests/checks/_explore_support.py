@@ -38,15 +38,16 @@ class FakeCase:
     def run_variant(self, engine, variant, *, insn_limit):
         self.ran.append(variant.name)
         title = "KASAN: slab-out-of-bounds Read in bpf_prog_t"
+        oops = variant.name.endswith("0x0")
         return Outcome(findings=(finding(title, 5, ident=f"id-{variant.name}"),),
-                       fault="BUG: unable to handle page fault" if variant.name.endswith("0x0") else None)
+                       fault="BUG: unable to handle page fault" if oops else None)
 
 
 # Our own test_loader-format file. Faithful runs find nothing: hash maps start empty and the default
 # random numbers are not 0xffffffff. `prefill` reaches the overread, `prandom=0xffffffff` the
 # overwrite; the __failure tests are what-if material (two about memory, one not).
 DEMO_NAME = "verifier_explore_demo.c"
-DEMO_SOURCE = r"""// SPDX-License-Identifier: MIT
+_HEADER = """// SPDX-License-Identifier: MIT
 /* Written for bpf-kasan-ci's exploration and what-if tests. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -65,107 +66,43 @@ struct {
 	__type(key, int);
 	__type(value, long long);
 } map_array_8b SEC(".maps");
-
-SEC("socket")
-__description("explore: only a found element is read past its end")
-__success __retval(0)
-__naked void hash_overread(void)
-{
-	asm volatile ("					\
-	r1 = 0;						\
-	*(u64*)(r10 - 8) = r1;				\
-	r2 = r10;					\
-	r2 += -8;					\
-	r1 = %[map_hash_8b] ll;				\
-	call %[bpf_map_lookup_elem];			\
-	if r0 == 0 goto l0_%=;				\
-	r0 = *(u64*)(r0 + 8);				\
-l0_%=:	r0 = 0;						\
-	exit;						\
-"	:
-	: __imm(bpf_map_lookup_elem),
-	  __imm_addr(map_hash_8b)
-	: __clobber_all);
-}
-
-SEC("socket")
-__description("explore: only the largest random number overruns")
-__success __retval(0)
-__naked void random_overwrite(void)
-{
-	asm volatile ("					\
-	call %[bpf_get_prandom_u32];			\
-	r6 = r0;					\
-	r1 = 0;						\
-	*(u32*)(r10 - 4) = r1;				\
-	r2 = r10;					\
-	r2 += -4;					\
-	r1 = %[map_array_8b] ll;			\
-	call %[bpf_map_lookup_elem];			\
-	if r0 == 0 goto l0_%=;				\
-	if w6 != -1 goto l0_%=;				\
-	*(u32*)(r0 + 8) = r6;				\
-l0_%=:	r0 = 0;						\
-	exit;						\
-"	:
-	: __imm(bpf_get_prandom_u32),
-	  __imm(bpf_map_lookup_elem),
-	  __imm_addr(map_array_8b)
-	: __clobber_all);
-}
-
-SEC("socket")
-__description("what-if: the overread the verifier refuses")
-__failure __msg("invalid access to map value, value_size=8 off=8 size=8")
-__naked void refused_overread(void)
-{
-	asm volatile ("					\
-	r1 = 0;						\
-	*(u64*)(r10 - 8) = r1;				\
-	r2 = r10;					\
-	r2 += -8;					\
-	r1 = %[map_hash_8b] ll;				\
-	call %[bpf_map_lookup_elem];			\
-	if r0 == 0 goto l0_%=;				\
-	r0 = *(u64*)(r0 + 8);				\
-l0_%=:	r0 = 0;						\
-	exit;						\
-"	:
-	: __imm(bpf_map_lookup_elem),
-	  __imm_addr(map_hash_8b)
-	: __clobber_all);
-}
-
-SEC("socket")
-__description("what-if: no NULL check")
-__failure __msg("R0 invalid mem access 'map_value_or_null'")
-__naked void refused_null_deref(void)
-{
-	asm volatile ("					\
-	r1 = 0;						\
-	*(u64*)(r10 - 8) = r1;				\
-	r2 = r10;					\
-	r2 += -8;					\
-	r1 = %[map_hash_8b] ll;				\
-	call %[bpf_map_lookup_elem];			\
-	r0 = *(u64*)(r0 + 0);				\
-	exit;						\
-"	:
-	: __imm(bpf_map_lookup_elem),
-	  __imm_addr(map_hash_8b)
-	: __clobber_all);
-}
-
-SEC("socket")
-__description("what-if: refused for a reason that is not about memory")
-__failure __msg("R0 !read_ok")
-__naked void refused_uninit(void)
-{
-	asm volatile ("					\
-	exit;						\
-"	::: __clobber_all);
-}
 """
+_LOOKUP_HASH = ["r1 = 0;", "*(u64*)(r10 - 8) = r1;", "r2 = r10;", "r2 += -8;",
+                "r1 = %[map_hash_8b] ll;", "call %[bpf_map_lookup_elem];"]
+_HASH_OPERANDS = ["__imm(bpf_map_lookup_elem)", "__imm_addr(map_hash_8b)"]
+_OVERREAD = _LOOKUP_HASH + ["if r0 == 0 goto l0_%=;", "r0 = *(u64*)(r0 + 8);",
+                            "l0_%=: r0 = 0;", "exit;"]
+_RANDOM_OVERWRITE = ["call %[bpf_get_prandom_u32];", "r6 = r0;", "r1 = 0;",
+                     "*(u32*)(r10 - 4) = r1;", "r2 = r10;", "r2 += -4;",
+                     "r1 = %[map_array_8b] ll;", "call %[bpf_map_lookup_elem];",
+                     "if r0 == 0 goto l0_%=;", "if w6 != -1 goto l0_%=;",
+                     "*(u32*)(r0 + 8) = r6;", "l0_%=: r0 = 0;", "exit;"]
+
+
+def _naked(name: str, description: str, expect: str, body: list[str], operands: list[str]) -> str:
+    """One test function in the kernel's format: annotations, then one asm statement."""
+    asm = "".join(f"\t{line}\t\\\n" for line in body)
+    inputs = ",\n\t  ".join(operands)
+    return (f'\nSEC("socket")\n__description("{description}")\n{expect}\n'
+            f'__naked void {name}(void)\n{{\n\tasm volatile ("\t\\\n{asm}"\t:\n'
+            f'\t: {inputs}\n\t: __clobber_all);\n}}\n')
+
+
+DEMO_SOURCE = _HEADER + "".join([
+    _naked("hash_overread", "explore: only a found element is read past its end",
+           "__success __retval(0)", _OVERREAD, _HASH_OPERANDS),
+    _naked("random_overwrite", "explore: only the largest random number overruns",
+           "__success __retval(0)", _RANDOM_OVERWRITE,
+           ["__imm(bpf_get_prandom_u32)", "__imm(bpf_map_lookup_elem)", "__imm_addr(map_array_8b)"]),
+    _naked("refused_overread", "what-if: the overread the verifier refuses",
+           '__failure __msg("invalid access to map value, value_size=8 off=8 size=8")',
+           _OVERREAD, _HASH_OPERANDS),
+    _naked("refused_null_deref", "what-if: no NULL check",
+           "__failure __msg(\"R0 invalid mem access 'map_value_or_null'\")",
+           _LOOKUP_HASH + ["r0 = *(u64*)(r0 + 0);", "exit;"], _HASH_OPERANDS),
+    _naked("refused_uninit", "what-if: refused for a reason that is not about memory",
+           '__failure __msg("R0 !read_ok")', ["exit;"], ["__imm(bpf_map_lookup_elem)"]),
+])
 
 
 def write_demo(directory: pathlib.Path) -> pathlib.Path:

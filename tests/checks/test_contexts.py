@@ -1,5 +1,5 @@
 """Contexts as BPF_PROG_TEST_RUN builds them, on the real emulated kernel: layouts, packet placement,
-KASAN behaviour around the packet, and the LD_ABS / LD_IND loads."""
+KASAN behaviour around the packet, the LD_ABS / LD_IND loads and the skb helpers."""
 from __future__ import annotations
 
 import struct
@@ -11,7 +11,9 @@ from checks.contexts import (SKB_DATA, SKB_DATA_END, SKB_DATA_META, SKB_HEAD, TE
                              XDP_DATA, XDP_DATA_END, XDP_DATA_META, build, packet_of, skb_view)
 from checks.ctx_convert import convert
 from checks.errors import CheckError
-from checks.extra_helpers import EFAULT, MASK64, SKF_LL_OFF, SKF_NET_OFF, packet_load
+from checks.extra_helpers import (EFAULT, EINVAL, MASK64, SKF_LL_OFF, SKF_NET_OFF, packet_load,
+                                  parse_unsigned, sk_fullsock, skb_change_head, skb_store_bytes,
+                                  tcp_sock)
 from checks.test_run import new_kernel
 from jit.llvm_asm import assemble
 from jit.program import Program
@@ -122,7 +124,11 @@ def test_syscall_ctx_is_null_and_unknown_types_say_why(kernel):
     assert build(kernel, "syscall").ctx == 0
     assert "sk_msg" in contexts.unsupported("sk_msg")
     assert contexts.unsupported("sched_cls") is None
-    assert "iterator" in contexts.unsupported("tracing", "iter/task")
+    assert "iter tracing" in contexts.unsupported("tracing", "iter/task")
+    assert "LSM" in contexts.unsupported("lsm", "lsm/file_open")
+    assert contexts.unsupported("tracing", "fentry/bpf_fentry_test1") is None
+    assert contexts.unattached("tracing", "fentry/bpf_fentry_test1")
+    assert not contexts.unattached("raw_tracepoint", "raw_tp/sys_enter")
 
 
 def run_tc(kernel, text: str):
@@ -176,3 +182,40 @@ def test_skb_object_keeps_head_for_packet_helpers(kernel):
     ctx = packet(kernel, "sched_cls", ZEROS)
     assert u64(kernel, ctx + SKB_HEAD) == skb_view(kernel, ctx).head
     assert u64(kernel, ctx + SKB_DATA) == skb_view(kernel, ctx).data
+
+
+# -- the skb and socket helpers test_run programs call -------------------------------------------
+
+@pytest.mark.parametrize("text, base, expected", [
+    (b"600", 0, (600, 3)), (b"  42x", 10, (42, 4)), (b"0x1f", 0, (31, 4)), (b"017", 0, (15, 3)),
+    (b"ff", 16, (255, 2)), (b"-1", 0, None), (b"", 0, None), (b"z", 10, None),
+])
+def test_strtoul_parsing(text, base, expected):
+    assert parse_unsigned(text, base) == expected
+
+
+def test_skb_store_bytes_stays_inside_the_packet(kernel):
+    ctx = packet(kernel, "sched_cls", ZEROS)
+    src = kernel.kmalloc(8, "source")
+    kernel.write(src, b"\x11" * 8)
+    assert skb_store_bytes(kernel, ctx, 60, src, 4, 0) == 0
+    assert kernel.read(skb_view(kernel, ctx).data + 60, 4) == b"\x11" * 4
+    assert skb_store_bytes(kernel, ctx, 61, src, 4, 0) == -EFAULT & MASK64
+    assert skb_store_bytes(kernel, ctx, 0, src, 4, 0x80) == -EINVAL & MASK64
+
+
+def test_skb_change_head_grows_the_packet_into_the_headroom(kernel):
+    ctx = packet(kernel, "lwt_xmit", ZEROS)
+    before = skb_view(kernel, ctx)
+    assert skb_change_head(kernel, ctx, 34, 0) == 0
+    after = skb_view(kernel, ctx)
+    assert (after.data, after.len) == (before.data - 34, before.len + 34)
+    assert u64(kernel, ctx + SKB_DATA_END) == before.data + before.len      # unchanged end
+    assert skb_change_head(kernel, ctx, 64, 0) != 0                        # no headroom left
+
+
+def test_test_run_socket_is_full_but_not_tcp(kernel):
+    ctx = packet(kernel, "socket_filter", ZEROS)
+    sk = u64(kernel, ctx + 168)
+    assert sk_fullsock(kernel, sk) == sk
+    assert tcp_sock(kernel, sk) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from checks import explore, runner
-from checks.explore import FAITHFUL, Outcome, Surface, Variant
+from checks.explore import Outcome, Surface, Variant
 from jit import isa
 from jit.isa import Insn
 from jit.program import MapDef, Program
@@ -19,7 +19,8 @@ def _call(helper: int) -> Insn:
 
 
 def _program(*helpers: int, maps=()) -> Program:
-    insns = [_call(h) for h in helpers] + [Insn(isa.ALU64 | isa.MOV | isa.K, 0), Insn(isa.JMP | isa.EXIT)]
+    insns = [_call(h) for h in helpers]
+    insns += [Insn(isa.ALU64 | isa.MOV | isa.K, 0), Insn(isa.JMP | isa.EXIT)]
     return Program("p", tuple(insns), maps=tuple(maps))
 
 
@@ -76,7 +77,8 @@ def test_only_the_first_n_variants_run_in_order():
 def test_findings_are_tagged_and_deduplicated_by_title_and_insn_first_run_wins():
     faithful = [_finding("A", 3)]
     runs = [(Variant("v1"), Outcome(findings=(_finding("A", 3, ident="x"), _finding("B", 3)))),
-            (Variant("v2"), Outcome(findings=(_finding("B", 3, ident="y"), _finding("B", 4, "stricter"))))]
+            (Variant("v2"), Outcome(findings=(_finding("B", 3, ident="y"),
+                                              _finding("B", 4, "stricter"))))]
     out = explore.explored_findings(faithful, runs)
     assert [(f["title"], f["insn"], f["mode"], f.get("variant")) for f in out] == [
         ("A", 3, "faithful", None), ("B", 3, "explore", "v1"), ("B", 4, "explore", "v2")]
@@ -150,7 +152,8 @@ def test_faithful_runs_find_nothing_and_exploration_finds_both_bugs(demo):
     assert explored["random_overwrite"].status == "pass"                # retval: faithful run only
     assert explored["hash_overread"].extra["explored"] == {"variants": 4, "oops": [], "errors": []}
     # The __failure tests are not run without --what-if.
-    assert explored["refused_overread"].findings == () and "what_if" not in explored["refused_overread"].extra
+    refused = explored["refused_overread"]
+    assert refused.findings == () and "what_if" not in refused.extra
 
 
 def test_exploration_is_deterministic_and_n_limits_it(demo):

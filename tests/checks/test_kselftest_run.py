@@ -9,7 +9,7 @@ import pytest
 
 from checks.explore import FAITHFUL, Variant
 from checks.kselftest import load_cases
-from checks.kselftest.run import NOT_EXECUTED, UNPRIV, c_file_cases, modes
+from checks.kselftest.run import NOT_ATTACHED, NOT_EXECUTED, UNPRIV, c_file_cases, modes
 from checks.runner import make_engine, run_tests
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data" / "kselftest_run"
@@ -35,7 +35,8 @@ RETVALS = {
     "tc_len_and_span": 128, "tc_meta": 0, "tc_ctx_spill_subprog": 64, "cgroup_skb_len": 50,
     "lwt_span": 50, "xdp_span": 65, "xdp_not_ctx": 0, "raw_tp_args": 0, "tracepoint_record": 0,
     "kprobe_regs": 0, "syscall_null_ctx": 0, "prefilled_value": -0x543210EE,
-    "tail_call_target": 3, "retval_low_32_bits": -1, "dead_fp_write": 0, "unpriv_differs": 0, "unpriv_same": 0,
+    "tail_call_target": 3, "retval_low_32_bits": -1, "dead_fp_write": 0, "unpriv_differs": 0,
+    "unpriv_same": 0,
 }
 
 
@@ -55,6 +56,8 @@ JUDGEMENTS = [
     ("expected_rejection", "pass", NOT_EXECUTED),
     ("unpriv_differs" + UNPRIV, "pass", NOT_EXECUTED),
     ("sk_msg_skipped", "skip", "no emulated context for program type sk_msg"),
+    ("lsm_skipped", "skip", "does not run LSM programs"),
+    ("fentry_not_attached", "pass", NOT_ATTACHED),
     ("pointer_value", "pass", ""),
     ("no_retval", "pass", ""),
 ]

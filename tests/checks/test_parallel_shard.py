@@ -101,7 +101,8 @@ def test_unknown_engine_is_refused_before_workers_start(conformance_dir, capsys)
 def test_shard_outputs_merge_into_the_unsharded_totals(conformance_dir, tmp_path, capsys):
     (tmp_path / "selftests").mkdir()
     write_demo(tmp_path / "selftests")
-    suites = [str(conformance_dir / "tests"), str(conformance_dir / "negative"), str(tmp_path / "selftests")]
+    suites = [str(conformance_dir / "tests"), str(conformance_dir / "negative"),
+              str(tmp_path / "selftests")]
     common = ["--engine", "jit", "--what-if"]
     whole = tmp_path / "whole.json"
     cli(["run", *suites, *common, "-j", "1", "--json", str(whole)])
@@ -116,7 +117,8 @@ def test_shard_outputs_merge_into_the_unsharded_totals(conformance_dir, tmp_path
     assert merged_doc["summary"] == whole_doc["summary"] and whole_doc["summary"]["findings"] == 4
     assert sorted(merged_doc["tests"], key=lambda t: t["id"]) == \
         sorted(whole_doc["tests"], key=lambda t: t["id"])
-    assert sorted(f["id"] for f in merged_doc["findings"]) == sorted(f["id"] for f in whole_doc["findings"])
+    assert sorted(f["id"] for f in merged_doc["findings"]) == \
+        sorted(f["id"] for f in whole_doc["findings"])
     assert all(_doc(p)["summary"]["tests"] < whole_doc["summary"]["tests"] for p in parts)
 
 
@@ -138,7 +140,8 @@ def _result(test_id, status, reason=""):
 
 
 def test_the_bar_shows_failures_and_counts_and_plain_mode_shows_every_test():
-    batch = [_result("a", "pass"), _result("b", "fail", "r0 = 0x1, expected 0x2"), _result("c", "skip", "x")]
+    batch = [_result("a", "pass"), _result("b", "fail", "r0 = 0x1, expected 0x2"),
+             _result("c", "skip", "x")]
     stream = FakeTerminal()
     progress = cmd_run.Progress(stream, files=4, bar=True)
     progress.file_done(batch)

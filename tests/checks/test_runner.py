@@ -110,12 +110,12 @@ def test_a_registered_file_type_is_collected_and_run(tmp_path, monkeypatch):
 
 def test_cli_directory_run_lines_summary_json_and_exit_code(suite, tmp_path, capsys):
     out_json = tmp_path / "out.json"
-    assert cli(["run", str(suite), "--json", str(out_json)]) == 1
+    assert cli(["run", str(suite), "--engine", "interp", "--json", str(out_json)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"ERROR bad.data: {suite / 'bad.data'}:3: Invalid mnemonic: frob"
     assert lines[2] == "PASS  refused.data (refused as expected; message matches)"
     assert lines[4] == "FAIL  wrong.data: r0 = 0x4, expected 0x3"
-    assert lines[-1] == "3 passed, 1 failed, 1 errors"
+    assert lines[-2:] == ["1 error (counted as failed)", "3 passed, 2 failed"]
     doc = json.loads(out_json.read_text())
     assert doc["summary"] == {"tests": 5, "passed": 3, "failed": 1, "errors": 1, "skipped": 0,
                               "findings": 0}
@@ -135,10 +135,12 @@ def test_cli_filter_skip_count_and_success_exit(suite, capsys):
                      "1 passed, 0 failed, 1 skipped"]
 
 
-def test_cli_insn_limit(tmp_path, capsys):
+@pytest.mark.parametrize("engine,message", [("interp", "instruction limit of 50 reached"),
+                                            ("jit", "instruction limit exceeded (50)")])
+def test_cli_insn_limit(tmp_path, capsys, engine, message):
     (tmp_path / "loop.data").write_text("-- asm\nja -1\nexit\n-- result\n0\n")
-    assert cli(["run", str(tmp_path), "--insn-limit", "50"]) == 1
-    assert "instruction limit of 50 reached" in capsys.readouterr().out
+    assert cli(["run", str(tmp_path), "--engine", engine, "--insn-limit", "50"]) == 1
+    assert message in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text,message", [

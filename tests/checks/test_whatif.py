@@ -111,8 +111,9 @@ def _entry(kasan=(), oops=(), memory=True):
 
 
 def test_backup_counts_reports_and_oopses_apart_with_and_without_exploration():
-    results = [_entry(kasan=[""]), _entry(kasan=["v1"]), _entry(oops=[""]), _entry(oops=["v2"], kasan=[]),
-               _entry(), _entry(kasan=[""], memory=False), TestResult(id="y", file="f", name="y", status="pass")]
+    results = [_entry(kasan=[""]), _entry(kasan=["v1"]), _entry(oops=[""]), _entry(oops=["v2"]),
+               _entry(), _entry(kasan=[""], memory=False),
+               TestResult(id="y", file="f", name="y", status="pass")]
     backup = whatif.Backup.of(results)
     assert backup == whatif.Backup(tests=5, kasan_plain=1, kasan_explored=2, oops_plain=1,
                                    oops_explored=2, caught_plain=2, caught_explored=4)
@@ -140,11 +141,27 @@ def test_cli_what_if_reports_labels_and_backup_counts(tmp_path, capsys):
     assert " retval pass  2/2" in lines and "         run  2" in lines       # the selftest table
     doc = json.loads(out.read_text())
     tests = {t["name"]: t for t in doc["tests"]}
-    assert [tests[n]["status"] for n in ("refused_overread", "refused_null_deref", "refused_uninit")] == \
-        ["pass"] * 3
+    refused = ("refused_overread", "refused_null_deref", "refused_uninit")
+    assert [tests[n]["status"] for n in refused] == ["pass"] * 3
     assert tests["refused_null_deref"]["what_if"]["oops"] == [""]             # the plain run oopsed
     assert tests["refused_uninit"]["what_if"]["memory"] is False
     what_if = [f for f in doc["findings"] if f["mode"] == "what-if"]
     assert {f["test"].split("::")[1] for f in what_if} == {"refused_overread", "refused_null_deref"}
     assert all(f["label"] == whatif.LABEL for f in what_if)
     assert doc["summary"]["findings"] == len(doc["findings"]) == 4
+
+
+def test_on_the_kernel_suite_exploration_backs_up_more_rejections_than_the_plain_run(kernel_selftests):
+    """Files of the 6.12 suite where only pre-filled maps or edge values reach the refused access."""
+    files = ["verifier_and.c", "verifier_array_access.c", "verifier_value_illegal_alu.c",
+             "verifier_search_pruning.c"]
+    engine = runner.make_engine("jit", runner.EngineOptions())
+    results = [r for f in files for r in runner.run_tests([str(kernel_selftests / "progs" / f)],
+                                                        engine=engine, what_if=True)]
+    backup = whatif.Backup.of(results)
+    assert backup.tests >= 10
+    assert backup.caught_explored > backup.caught_plain and backup.kasan_explored > backup.kasan_plain
+    rejected = [r for r in results if r.expect == "failure"]
+    assert all(r.status == "pass" for r in rejected)
+    labels = {f.get("label") for r in rejected for f in r.finding_records}
+    assert labels == {whatif.LABEL}

@@ -90,6 +90,29 @@ __naked void syscall_null_ctx(void)
 "	::: __clobber_all);
 }
 
+SEC("fentry/bpf_fentry_test1")
+__description("fentry: test_run does not run an unattached program (this one would fault)")
+__success __retval(0)
+__naked void fentry_not_attached(void)
+{
+	asm volatile ("					\
+	r1 = *(u64*)(r1 + 0);				\
+	r0 = *(u64*)(r1 + 0);				\
+	exit;						\
+"	::: __clobber_all);
+}
+
+SEC("lsm/file_open")
+__description("lsm: test_run has no LSM programs")
+__success
+__naked void lsm_skipped(void)
+{
+	asm volatile ("					\
+	r0 = 0;						\
+	exit;						\
+"	::: __clobber_all);
+}
+
 SEC("sk_msg")
 __description("sk_msg: test_run cannot run it")
 __success
