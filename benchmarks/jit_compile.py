@@ -11,17 +11,12 @@ import argparse
 import os
 import pathlib
 import statistics
-import sys
 import time
 
-# Python puts this script's folder first on sys.path; a sibling benchmarks/jit.py would then
-# shadow the `jit` package. Import from the installed packages instead.
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != pathlib.Path(__file__).resolve().parent]
-
-from jit.compile import compile_program  # noqa: E402
-from jit.dump import listing_target  # noqa: E402
-from jit.errors import JitError  # noqa: E402
-from jit.ubpf_asm import assemble_program  # noqa: E402
+from jit.compile import compile_program
+from jit.dump import listing_target
+from jit.errors import JitError
+from jit.ubpf_asm import assemble_program
 
 SHARED = pathlib.Path(os.environ.get("BPF_KASAN_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared"))
 SUITES = ("conformance/bpf_conformance", "conformance/ubpf")

@@ -10,21 +10,14 @@ medians of R rounds; only ratios measured in the same run are comparable (unicor
 from __future__ import annotations
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
-# Run as a script, this file's folder comes first on sys.path, and it holds `jit.py`: drop the
-# folder so `jit` is the package.
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
-
-from checks.kernel import Kernel  # noqa: E402
-from checks.machine import shared_machine  # noqa: E402
-from jit import isa  # noqa: E402
-from jit.llvm_asm import assemble  # noqa: E402
-from jit.program import MapDef, Program  # noqa: E402
+from checks.kernel import Kernel
+from checks.machine import shared_machine
+from jit import isa
+from jit.llvm_asm import assemble
+from jit.program import MapDef, Program
 
 INLINE_TARGET = 2.5
 LOOP = """

@@ -98,15 +98,24 @@ def _post_github(args, triage, waivers, conclusion: str) -> None:
 
 
 def _post_patchwork(args, triage, waivers, conclusion: str) -> None:
+    post_patchwork(args.patchwork, triage, waivers, conclusion, context=args.context,
+                   project=args.patchwork_project, target_url=args.target_url or _run_url())
+
+
+def post_patchwork(server: str, triage, waivers, conclusion: str, *, context: str = "bpf-kasan",
+                   project: str | None = None, target_url: str | None = None) -> dict[int, str]:
+    """KPD's way: one check (state from the conclusion, the headline as description) on every
+    patch of the series; PATCHWORK_TOKEN authenticates. Returns what happened per patch."""
     from bot import patchwork_outlet as pw
     from bot import summary
-    client = pw.PatchworkClient(args.patchwork, os.environ.get("PATCHWORK_TOKEN"))
-    check = pw.Check(pw.state_for(conclusion), pw.context_slug(args.context),
-                     summary.headline(triage, waivers), pw.fit_target_url(args.target_url or _run_url()))
-    outcome = pw.post_checks(client, client.patch_ids(triage.series, args.patchwork_project), check)
+    client = pw.PatchworkClient(server, os.environ.get("PATCHWORK_TOKEN"))
+    check = pw.Check(pw.state_for(conclusion), pw.context_slug(context),
+                     summary.headline(triage, waivers), pw.fit_target_url(target_url))
+    outcome = pw.post_checks(client, client.patch_ids(triage.series, project), check)
     posted = sum(v == "post" for v in outcome.values())
     print(f"bpf-kasan: patchwork check {check.state} posted to {posted} of {len(outcome)} patches",
           file=sys.stderr)
+    return outcome
 
 
 def _run_url() -> str | None:

@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     waived, waivers = config.waive(triage, datetime.date.today())
     _emit(args, triage, waived, waivers)
     if args.post_patchwork:
-        _post_patchwork(args, waived, config)
+        _post_patchwork(args, waived, waivers, config)
     return 1 if config.conclusion(waived) == "failure" else 0
 
 
@@ -109,48 +109,31 @@ def _globs(config) -> tuple[str, ...]:
 
 
 def _emit(args, triage, waived, waivers) -> None:
-    from bot.summary import render
+    from bot import summary
 
-    text = triage.to_json() if args.format == "json" else render(waived, args.format, waivers=waivers)
+    if args.format == "json":
+        text = triage.to_json()
+    else:       # Markdown goes to $GITHUB_STEP_SUMMARY in CI, where over 1 MiB the whole of it is lost
+        limit = summary.JOB_SUMMARY_LIMIT if args.format == "markdown" else None
+        text = summary.render(waived, args.format, limit=limit, waivers=waivers)
     if args.json_output:
         write_output(args.json_output, triage.to_json())
     if args.reply:
-        write_output(args.reply, _reply(waived, waivers))
+        from bot import mail
+        mail.write_reply(args.reply, mail.reply_message(waived.series, summary.render(waived, "text", waivers=waivers)))
     if args.output:
         write_output(args.output, text)
     else:
         sys.stdout.write(text)
 
 
-def _reply(waived, waivers) -> bytes:
-    """An RFC 2822 reply to the series (the out-half's `bot.mail`), its body the text summary."""
+def _post_patchwork(args, waived, waivers, config) -> None:
+    from bot.cmd_post import post_patchwork
     from bot.errors import BotError
-    from bot.summary import render
-    try:
-        from bot.mail import reply_message
-    except ModuleNotFoundError as e:
-        if e.name != "bot.mail":
-            raise
-        raise BotError("mail replies are not available yet (bot/mail.py)", file="--reply") from None
-    return reply_message(waived.series, render(waived, "text", waivers=waivers)).as_bytes()
-
-
-def _post_patchwork(args, triage, config) -> None:
-    import os
-
-    from bot.errors import BotError
-    from bot.patchwork_outlet import (Check, PatchworkClient, context_slug, fit_target_url, post_checks,
-                                      state_for)
 
     if not args.patchwork_url:
         raise BotError("--post-patchwork needs --patchwork-url", file="--post-patchwork")
-    client = PatchworkClient(args.patchwork_url, os.environ.get("PATCHWORK_TOKEN"))
-    summary = triage.summary()
-    description = (triage.apply.text if not triage.apply.applied else
-                   f"{summary['new']} new, {summary['fixed']} fixed, {summary['persisting']} persisting KASAN findings")
-    check = Check(state_for(config.conclusion(triage)), context_slug("bpf-kasan"), description[:200],
-                  fit_target_url(triage.series.url))
-    post_checks(client, client.patch_ids(triage.series), check)
+    post_patchwork(args.patchwork_url, waived, waivers, config.conclusion(waived), target_url=waived.series.url)
 
 
 def write_output(path: str, content: str | bytes) -> None:

@@ -1,8 +1,8 @@
 """The mailing-list reply: an RFC 2822 message that threads under the series, as KPD sends them.
 
-Owns: the reply's headers (`Subject: Re: <subject>`, `In-Reply-To` and `References` set to the
-cover letter's Message-ID, else the last patch's) and writing it to a file for the sender of the
-operator's choice. The body is the plain-text summary from `bot.summary`; sending is not done here.
+Owns: the reply's headers (`Subject: Re: <subject>`, reusing the Subject: line as sent;
+`In-Reply-To` and `References` set to the cover letter's Message-ID, else the last patch's that
+has one) and writing it to a file for the sender of the operator's choice. The body is the plain-text summary from `bot.summary`; sending is not done here.
 
 Uses the stdlib `email` package; never github, jinja2 or the checks layer.
 """
@@ -27,9 +27,7 @@ def reply_message(series: Series, body: str, *, sender: str = DEFAULT_FROM, to: 
                   cc: list[str] | None = None, date: datetime.datetime | None = None,
                   msgid_domain: str = "bpf-kasan.localhost") -> EmailMessage:
     """A reply to the cover letter (else the last patch) carrying `body` as plain text."""
-    if not series.patches and not series.cover_msgid:
-        raise BotError("mail: the series has no cover letter and no patches to reply to")
-    parent = series.cover_msgid or series.patches[-1].msgid
+    parent, subject = reply_parent(series)
     if not _MSGID.fullmatch(parent):
         raise BotError(f"mail: the Message-ID {parent!r} cannot be used in a header")
     msg = EmailMessage(policy=email.policy.default)
@@ -39,7 +37,7 @@ def reply_message(series: Series, body: str, *, sender: str = DEFAULT_FROM, to: 
         msg["To"] = ", ".join(_header_text(r) for r in recipients)
     if cc:
         msg["Cc"] = ", ".join(_header_text(c) for c in cc)
-    msg["Subject"] = "Re: " + _header_text(original_subject(series)).removeprefix("Re: ")
+    msg["Subject"] = "Re: " + _header_text(subject).removeprefix("Re: ")
     msg["Date"] = email.utils.format_datetime(date or datetime.datetime.now(datetime.timezone.utc))
     msg["Message-ID"] = email.utils.make_msgid("bpf-kasan", domain=msgid_domain)
     msg["In-Reply-To"] = f"<{parent}>"
@@ -49,14 +47,22 @@ def reply_message(series: Series, body: str, *, sender: str = DEFAULT_FROM, to: 
     return msg
 
 
-def original_subject(series: Series) -> str:
-    """The subject being replied to, with its `[PATCH ...]` block rebuilt when the model dropped it."""
+def reply_parent(series: Series) -> tuple[str, str]:
+    """(Message-ID, Subject: line) of the message to reply to: the cover letter, else the last
+    patch that has a Message-ID. The subject is the header as sent when the model kept it."""
     if series.cover_msgid:
-        subject, seq, total, version = (series.cover_subject or series.subject, 0,
-                                        len(series.patches), series.version)
-    else:
-        last = series.patches[-1]
-        subject, seq, total, version = last.subject, last.seq, last.total, last.version
+        line = series.cover_subject_line
+        return series.cover_msgid, line or _rebuilt_subject(series, series.cover_subject or series.subject,
+                                                            0, len(series.patches), series.version)
+    patch = next((p for p in reversed(series.patches) if p.msgid), None)
+    if patch is None:
+        raise BotError("mail: no message of the series has a Message-ID to reply to")
+    return patch.msgid, patch.subject_line or _rebuilt_subject(series, patch.subject, patch.seq,
+                                                               patch.total, patch.version)
+
+
+def _rebuilt_subject(series: Series, subject: str, seq: int, total: int, version: int) -> str:
+    """A `[PATCH ...]` subject rebuilt from the model (triage JSON written before it kept the line)."""
     if subject.startswith("["):
         return subject
     words = ["PATCH", *series.tags, *([f"v{version}"] if version > 1 else []), f"{seq}/{total}"]

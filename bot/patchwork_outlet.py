@@ -98,6 +98,9 @@ class PatchworkClient:
         """Patchwork ids of the series' patches, found by Message-ID, in series order."""
         ids = []
         for patch in series.patches:
+            if not patch.msgid:
+                raise BotError(f"patchwork: patch {patch.seq}/{patch.total} has no Message-ID, "
+                               "so it cannot be found on patchwork")
             query = {"msgid": patch.msgid, **({"project": project} if project else {})}
             found = self._get(f"{API}/patches/", query)
             if not isinstance(found, list) or len(found) != 1 or not isinstance(found[0].get("id"), int):

@@ -37,6 +37,7 @@ class Mail:
     raw: bytes            # as stored, without the mbox `From ` line
     line: int             # 1-based line of its `From ` line in the mbox
     subject: str          # without the bracket block
+    subject_line: str     # the whole Subject: header, unfolded
     msgid: str | None
     author: str
     version: int
@@ -73,8 +74,10 @@ def parse_series(data: bytes, source: str, url: str | None = None) -> SeriesMbox
     first = cover or chosen[0]
     series = Series(
         subject=first.subject, version=newest,
-        patches=tuple(Patch(m.seq, m.total, m.subject, m.msgid, m.author, m.version) for m in chosen),
+        patches=tuple(Patch(m.seq, m.total, m.subject, m.msgid, m.author, m.version, m.subject_line)
+                      for m in chosen),
         cover_msgid=cover.msgid if cover else None, cover_subject=cover.subject if cover else None,
+        cover_subject_line=cover.subject_line if cover else None,
         tags=_tags(m for m in mails if m.version == newest and (m.seq > 0 or m is cover)),
         base_commit=_base_commit([cover, *chosen]), url=url)
     return SeriesMbox(series, tuple(chosen))
@@ -133,7 +136,7 @@ def _mail(raw: bytes, line: int, source: str) -> Mail | None:
     if seq is None and not words:
         return None                     # an unprefixed mail: not patch mail
     has_diff = bool(_DIFF.search(body))
-    return Mail(body, line, title, msgid, author, version, seq if seq is not None else 1,
+    return Mail(body, line, title, subject, msgid, author, version, seq if seq is not None else 1,
                 total if total is not None else 1, tags, has_diff)
 
 

@@ -53,6 +53,7 @@ class Patch:
     msgid: Optional[str] = _f()            # without angle brackets; null if the mail had none
     author: str = _f()                     # "Name <addr>" as in From:
     version: int = _f(1, minimum=1)        # a partial reroll mixes versions
+    subject_line: Optional[str] = _f(None)   # the Subject: header as sent (unfolded), for replies
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Series:
     patches: tuple[Patch, ...] = ()
     cover_msgid: Optional[str] = _f(None)
     cover_subject: Optional[str] = _f(None)
+    cover_subject_line: Optional[str] = _f(None)   # the cover's Subject: header as sent
     tags: tuple[str, ...] = ()             # bracket words other than PATCH/vN/M/N, e.g. bpf-next
     base_commit: Optional[str] = _f(None, pattern=r"[0-9a-f]{7,64}")   # the `base-commit:` trailer
     url: Optional[str] = _f(None, max_len=2048)   # where it was fetched from (lore, patchwork, PR)

@@ -31,7 +31,7 @@ from checks.titles import alt_title, kasan_title
 from jit import isa
 from jit.image import FuncImage, Image
 from jit.llvm_disasm import format_insn
-from jit.program import Program
+from jit.program import Program, SourceLine
 
 RULER = "=" * 66
 ROW_BYTES = 16                                # shadow bytes per memory-state row
@@ -96,13 +96,16 @@ class Finding:
     alt_titles: tuple[str, ...] = ()
     # Why real KASAN would not have reported this (our objects are stricter), or "" when it would.
     stricter: str = ""
+    file: str | None = None          # source of the bad instruction (Program.lines), when known
+    line: int | None = None
 
     def to_json(self) -> dict:
         return {"id": self.id, "test": self.test, "function": self.function, "insn": self.insn,
                 "bug_type": self.bug_type, "access": self.access, "size": self.size,
                 "address": f"0x{self.address:016x}", "object": self.object, "title": self.title,
                 "alt_titles": list(self.alt_titles), "report": self.report, "mode": self.mode,
-                "variant": self.variant, "stricter": self.stricter or None}
+                "variant": self.variant, "stricter": self.stricter or None,
+                "file": self.file, "line": self.line}
 
 
 # -- the program's kallsyms name ----------------------------------------------------------------
@@ -229,12 +232,17 @@ def _stricter(obj: SlabObject | None, addr: int) -> str:
     return obj.stricter
 
 
+def source_of(ctx: ReportContext, item: Attributed) -> SourceLine | None:
+    """The source line of the BPF instruction that made the access, when the program has it."""
+    return ctx.program.lines.get(item.site.insn) if item.site is not None else None
+
+
 def _our_lines(ctx: ReportContext, item: Attributed, symbol: str, obj, note: str) -> list[str]:
     lines = []
     site = item.site
     if site is not None:
         slot = site.insn
-        where = ctx.program.lines.get(slot)
+        where = source_of(ctx, item)
         lines.append(f"bpf-kasan: insn {item.func_insn} of {symbol}: "
                      f"{_bpf_text(ctx.program.insns, slot)}")
         if where is not None:
@@ -273,11 +281,13 @@ def build_finding(ctx: ReportContext, item: Attributed, *, test: str, variant: s
     title = kasan_title(verdict.bug_type, rec.is_write, symbol)
     ident = hashlib.sha1("|".join(map(str, (test, variant, title, item.func_insn, rec.size)))
                          .encode()).hexdigest()[:12]
+    where = source_of(ctx, item)
     return Finding(id=ident, test=test, function=symbol, insn=item.func_insn,
                    bug_type=verdict.bug_type, access=kind.lower(), size=rec.size, address=rec.addr,
                    object=obj.label if obj is not None and obj.allocated else None, title=title,
                    report="\n".join(lines) + "\n", variant=variant,
-                   alt_titles=(alt_title(symbol),), stricter=note or "")
+                   alt_titles=(alt_title(symbol),), stricter=note or "",
+                   file=where.file if where else None, line=where.line if where else None)
 
 
 def findings_of_run(ctx: ReportContext, records, gate: ReportGate, *, test: str,

@@ -41,7 +41,7 @@ def test_without_a_cover_letter_it_replies_to_the_last_patch():
 
 def test_a_version_1_series_has_no_version_in_its_subject():
     series = dataclasses.replace(load("mixed").series, version=1, tags=())
-    assert mail.original_subject(series) == "[PATCH 0/3] bpf: Allow narrow loads from map values"
+    assert mail.reply_parent(series)[1] == "[PATCH 0/3] bpf: Allow narrow loads from map values"
 
 
 def test_untrusted_text_cannot_inject_headers():
@@ -80,3 +80,27 @@ def test_post_with_no_outlet_is_refused(monkeypatch, capsys):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     assert cli.main(["post", str(SUMMARIES / "mixed.json")]) == 2
     assert capsys.readouterr().err == "bpf-kasan: error: nothing to post to: give --repo, --patchwork or --reply\n"
+
+
+def test_the_subject_line_as_sent_is_reused():
+    """A subject the model cannot rebuild (odd tags, RFC, spacing) is replied to exactly as sent."""
+    from _git_fixtures import EXAMPLE_MBOX
+    from bot.series import parse_series
+    series = parse_series(EXAMPLE_MBOX.read_bytes(), "example").series
+    assert series.cover_subject_line == "[PATCH bpf-next v2 0/2] selftests/bpf: example series for bpf-kasan triage"
+    odd = dataclasses.replace(series, cover_subject_line="[RFC PATCH bpf-next v2 0/2]  odd   subject")
+    assert parse(mail.reply_message(odd, "b\n").as_bytes())["Subject"] == "Re: [RFC PATCH bpf-next v2 0/2] odd subject"
+    no_cover = dataclasses.replace(series, cover_msgid=None)
+    msg = parse(mail.reply_message(no_cover, "b\n").as_bytes())
+    assert msg["Subject"] == ("Re: [PATCH bpf-next v2 2/2] selftests/bpf: Initialise r2 in the "
+                              "uninitialised-register example")
+
+
+def test_patches_without_a_message_id_are_skipped_or_refused():
+    series = dataclasses.replace(load("mixed").series, cover_msgid=None)
+    last_unnamed = dataclasses.replace(series, patches=series.patches[:-1] + (
+        dataclasses.replace(series.patches[-1], msgid=None),))
+    assert mail.reply_message(last_unnamed, "b\n")["In-Reply-To"] == "<20261102.2-jdoe@example.org>"
+    none = dataclasses.replace(series, patches=tuple(dataclasses.replace(p, msgid=None) for p in series.patches))
+    with pytest.raises(BotError, match="no message of the series has a Message-ID"):
+        mail.reply_message(none, "b\n")

@@ -109,6 +109,16 @@ def test_an_unknown_message_id_is_an_error(patchwork):
         client(patchwork).patch_ids(load("mixed").series)
 
 
+def test_a_patch_without_a_message_id_is_refused_before_any_request(patchwork):
+    import dataclasses
+    series = load("mixed").series
+    series = dataclasses.replace(series, patches=(dataclasses.replace(series.patches[0], msgid=None),
+                                                  *series.patches[1:]))
+    with pytest.raises(BotError, match=r"patch 1/3 has no Message-ID, so it cannot be found on patchwork"):
+        client(patchwork).patch_ids(series)
+    assert patchwork.requests == []
+
+
 def test_a_refusal_is_a_one_line_error(patchwork):
     with pytest.raises(BotError) as e:
         pw.post_checks(client(patchwork, token="wrong"), [101], check())

@@ -1,6 +1,6 @@
 """The JIT under Unicorn against its targets, all measured in one run on the same programs.
 
-Run: python benchmarks/jit.py [--rounds R]
+Run: python benchmarks/jit_speed.py [--rounds R]
 Prints:
  1. JIT compile throughput over the conformance programs, BPF insns/s   (target >= 100,000)
  2. executed BPF insns/s on a loop-heavy program, JIT under Unicorn vs the interpreter, and the
@@ -18,19 +18,15 @@ import argparse
 import importlib.util
 import pathlib
 import statistics
-import sys
 import time
 
-# Run as a script, this file's folder comes first on sys.path, and this file is named `jit`:
-# drop the folder so `jit` is the package.
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
+from checks import interp
+from checks.jit_engine import JitEngine
+from checks.machine import Machine
+from jit.compile import compile_program
+from jit.ubpf_asm import assemble_program
 
-from checks import interp  # noqa: E402
-from checks.jit_engine import JitEngine  # noqa: E402
-from checks.machine import Machine  # noqa: E402
-from jit.compile import compile_program  # noqa: E402
-from jit.ubpf_asm import assemble_program  # noqa: E402
+HERE = pathlib.Path(__file__).resolve().parent
 
 COMPILE_TARGET, RATIO_TARGET, FIXED_TARGET_MS = 100_000, 100, 0.2
 
