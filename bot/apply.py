@@ -140,7 +140,10 @@ def _worktree(repo: Path, where: Path, rev: str, added: list[Path]) -> Path:
 
 
 def _am(head_dir: Path, mbox: bytes, total: int) -> ApplyOutcome:
-    done = git(head_dir, "am", "--3way", "--patch-format=mboxrd", stdin=mbox, check=False)
+    # The author date as commit date (and our fixed committer) make the head commit a function of
+    # base and series, so reruns and reports name the same head.
+    done = git(head_dir, "am", "--3way", "--committer-date-is-author-date", "--patch-format=mboxrd",
+               stdin=mbox, check=False)
     if done.returncode == 0:
         return ApplyOutcome(applied=True)
     git(head_dir, "am", "--abort", check=False)

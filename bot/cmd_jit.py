@@ -1,6 +1,6 @@
 """`bpf-kasan jit FILE`: print the JITed code of the programs in FILE, bpftool-style.
 
-FILE is any test file the runner knows (conformance/uBPF `.data`, ...). The listing links
+FILE is any test file the runner knows (conformance/uBPF `.data`, `verifier_*.c` selftests, ...). The listing links
 against fixed dummy addresses, so it needs no machine; see `jit.dump`.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a test file (.data, ...)")
+    parser.add_argument("file", metavar="FILE", help="a test file (.data, verifier_*.c, ...)")
     parser.add_argument("--test", metavar="NAME", help="only the program with this name or id")
     parser.add_argument("--no-kasan", action="store_true", help="compile without KASAN checks")
     parser.add_argument("--kasan-mode", choices=("inline", "outline"), default="inline",
@@ -44,6 +44,8 @@ def _programs(path: str) -> list:
     for file, test_id, file_type in collect([path]):
         for case in file_type.cases(file, test_id):
             program = getattr(case, "program", None)
+            if program is None:              # a selftest case carries its imported SelftestCase
+                program = getattr(getattr(case, "case", None), "program", None)
             if program is None and isinstance(case, DataCase):
                 program = build_program(parse_file(case.path))
             if program is not None:

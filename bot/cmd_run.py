@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kasan.add_argument("--no-kasan", action="store_true", help="run without KASAN checks")
     parser.add_argument("--multishot", action=argparse.BooleanOptionalAction, default=True,
                         help="keep every KASAN report, not only the first (default: on)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="never build a selftest's C-bodied tests with clang (they stay skipped: "
+                             "'needs a compiler')")
 
 
 def _positive(text: str) -> int:
@@ -124,7 +127,10 @@ class Progress:
 
 def main(args: argparse.Namespace) -> int:
     from checks import parallel, runner
+    from checks.kselftest.compile import NO_COMPILE_ENV
 
+    if args.no_compile:                 # read where selftest files are loaded, in every worker
+        os.environ[NO_COMPILE_ENV] = "1"
     jobs = args.jobs or parallel.default_jobs()
     files = runner.collect(args.paths)
     progress = Progress(sys.stdout, len(files), bar=_interactive(sys.stdout))

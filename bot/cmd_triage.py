@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib
-import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from jit.errors import BpfKasanError
 
 FORMATS = ("markdown", "text", "json")
-ENGINE_MODULES = ("checks.jit_engine",)      # importing these registers their engines
-ENGINE_PREFERENCE = ("jit", "interp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explore", type=_at_least(0), metavar="N",
                         help="input variants per test (default: the config's); tests moved from "
                              "__failure to __success get more")
-    parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default: json)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown",
+                        help="output format: markdown (what the PR comment and job summary show; the "
+                             "default), text (the mail reply) or json (the triage artifact)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the output here instead of stdout")
     parser.add_argument("--json-output", metavar="FILE", help="also write the triage JSON (the artifact) here")
     parser.add_argument("--reply", metavar="FILE", help="write a mail reply to the series (In-Reply-To the cover)")
@@ -120,7 +119,8 @@ def _emit(args, triage, waived, waivers) -> None:
         write_output(args.json_output, triage.to_json())
     if args.reply:
         from bot import mail
-        mail.write_reply(args.reply, mail.reply_message(waived.series, summary.render(waived, "text", waivers=waivers)))
+        body = summary.render(waived, "text", waivers=waivers)
+        mail.write_reply(args.reply, mail.reply_message(waived.series, body))
     if args.output:
         write_output(args.output, text)
     else:
@@ -158,8 +158,7 @@ def triage_series(parsed, tree: str | Path, *, base: str | None, globs, all_in_f
         base_rev = resolve_base(repo, base, parsed.series.base_commit)
         with applied_trees(repo, base_rev, parsed.as_mbox(), len(parsed.patches)) as trees:
             if not trees.outcome.applied:
-                return Triage(parsed.series, trees.outcome, base_rev=base_rev,
-                              notes=("not tested: the series does not apply",))
+                return Triage(parsed.series, trees.outcome, base_rev=base_rev)      # nothing to test
             return _compare_trees(parsed.series, trees, globs, all_in_file, explore)
 
 
@@ -174,16 +173,18 @@ def _compare_trees(series, trees, globs, all_in_file: bool, explore: int):
         return Triage(**outcome, notes=(_nothing_selected(selection),))
     base_tests = [t for rel in selection.files for t in functions_in(trees.base_dir / rel, rel)]
     base_expect = {(t.file, t.name): t.expect for t in base_tests}
-    moved = [t for t in selection.tests if is_moved(t, base_expect)]
-    usual = [t for t in selection.tests if t not in moved]
-    head = run_selected(trees.head_dir, usual, explore=explore)
-    head.absorb(run_selected(trees.head_dir, moved, explore=harder(explore)))
-    wanted = {(t.file, t.name) for t in selection.tests}
-    base_run = run_selected(trees.base_dir, [t for t in base_tests if (t.file, t.name) in wanted], explore=explore)
-    findings = compare_findings(findings_of(base_run.results, "base results"), findings_of(head.results, "head results"))
+    # The verifier now accepts what it used to reject: the likeliest place for a new bug, so those
+    # tests get more input variants.
+    depth = {(t.file, t.name): harder(explore) if is_moved(t, base_expect) else explore
+             for t in selection.tests}
+    engine = _engine()
+    head = run_selected(trees.head_dir, selection.tests, engine=engine, explore=depth)
+    wanted = [t for t in base_tests if (t.file, t.name) in depth]
+    base_run = run_selected(trees.base_dir, wanted, engine=engine, explore=depth)
+    findings = compare_findings(findings_of(base_run.results, "base results"),
+                                findings_of(head.results, "head results"))
     tests = compare_tests(selection.tests, base_tests, base_run.results, head.results, head.variants)
-    notes = tuple(dict.fromkeys(head.notes + base_run.notes))
-    return Triage(**outcome, tests=tests, findings=findings, notes=notes)
+    return Triage(**outcome, tests=tests, findings=findings, notes=tuple(unhealthy(tests, findings)))
 
 
 def _nothing_selected(selection) -> str:
@@ -192,86 +193,83 @@ def _nothing_selected(selection) -> str:
     return "no selftest touched by this series"
 
 
+def unhealthy(tests, findings) -> list[str]:
+    """Notes on head tests that say nothing about memory safety but a maintainer wants to know of:
+    each one that could not be run or failed without a KASAN finding to explain it, and the ones
+    not run, one note per reason."""
+    explained = {f.test for f in findings if f.change != "fixed"}
+    notes, skipped = [], {}
+    for t in tests:
+        reason = (t.head_reason or "no reason given").splitlines()[0]
+        if t.head_status == "error" or (t.head_status == "fail" and t.test_id not in explained):
+            verb = "could not be run" if t.head_status == "error" else "fails"
+            notes.append(f"{t.test_id} {verb} on head: {reason}")
+        elif t.head_status == "skip":
+            skipped.setdefault(reason, []).append(t.function)
+    for reason, names in skipped.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        notes.append(f"not run ({reason}): {shown}")
+    return notes
+
+
+def _engine():
+    """The JIT under Unicorn with KASAN (inline checks, every report kept), as `bpf-kasan run` makes it."""
+    from checks.runner import EngineOptions, make_engine
+    return make_engine("jit", EngineOptions())
+
+
 @dataclass
 class TreeRun:
-    """The runner's results for one tree (checks.results schema) and what the adapter noticed."""
+    """The runner's results for one tree (checks.results schema) and the variants each test ran."""
     results: dict = field(default_factory=lambda: {"tests": [], "findings": [], "summary": {}})
     variants: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-
-    def absorb(self, other: "TreeRun") -> None:
-        for key in ("tests", "findings"):
-            self.results[key].extend(other.results[key])
-        self.variants.update(other.variants)
-        self.notes.extend(n for n in other.notes if n not in self.notes)
 
 
-def run_selected(tree: Path, tests, *, explore: int) -> TreeRun:
-    """Run each file holding a selected test through `checks.runner`; keep the selected rows."""
+def run_selected(tree: Path, tests, *, engine, explore: Mapping[tuple[str, str], int]) -> TreeRun:
+    """Run exactly the selected tests of `tree` through `checks.runner`, each test with its own
+    number of input variants (`explore[(file, name)]`), and keep their rows and findings."""
+    from checks.runner import FILE_TYPES, RunOptions, run_case
+
     run = TreeRun()
-    if not tests:
-        return run
-    runner, engine = _runner_and_engine()
-    explores = "explore" in inspect.signature(runner.run_tests).parameters
-    if not explores and explore > 1:
-        run.notes.append(f"the runner explores no input variants yet: --explore {explore} was not applied")
     for rel in dict.fromkeys(t.file for t in tests):
-        options = {"explore": explore} if explores else {}
+        path = tree / rel
+        selected = {t.name: t for t in tests if t.file == rel}
+        selected |= {t.description: t for t in selected.values() if t.description}
+        kind = next((k for k in FILE_TYPES if k.claims(path)), None)
+        if kind is None:               # e.g. a test_progs program: not a format the runner knows
+            _keep_unrun(run, rel, selected.values(), "skip", "not in a test format bpf-kasan runs")
+            continue
         try:
-            results = list(runner.run_tests([str(tree / rel)], engine=engine, **options))
-        except BpfKasanError as e:
-            raise e.located(file=rel) if e.file is None else _relocated(e, tree, rel)
-        _keep(run, tree, rel, [t for t in tests if t.file == rel], results, explore if explores else 1)
+            cases = kind.cases(str(path), path.name)
+        except BpfKasanError as e:     # the series made the file unreadable: its tests are errors
+            _keep_unrun(run, rel, selected.values(), "error", _without_tree(str(e), tree))
+            continue
+        for case in cases:
+            test = selected.get(case.name)
+            if test is not None:
+                options = RunOptions(explore=explore.get((rel, test.name), 0))
+                _keep(run, tree, rel, test, run_case(case, engine, options))
     return run
 
 
-def _relocated(error, tree: Path, rel: str):
-    """Name the file as the series does, not by the scratch worktree path that is about to vanish."""
-    if error.file == str(tree / rel):
-        error.file = rel
-    return error
+def _keep(run: TreeRun, tree: Path, rel: str, test, result) -> None:
+    from checks.explore import EXPLORED
+    row = _relative(result.to_dict(), tree, "reason") | {"file": rel, "name": test.name}
+    run.results["tests"].append(row)
+    run.results["findings"].extend(_relative(f, tree, "file", "report") for f in result.finding_records)
+    run.variants[(rel, test.name)] = result.extra.get(EXPLORED, {}).get("variants", 0)
 
 
-def _runner_and_engine():
-    from bot.errors import BotError
-    try:
-        runner = importlib.import_module("checks.runner")
-    except ModuleNotFoundError as e:
-        raise BotError(f"cannot run tests: {e.name} is not installed") from None
-    for name in ENGINE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue                                  # that engine is not built yet
-    name = next((n for n in ENGINE_PREFERENCE if n in runner.ENGINES), None)
-    if name is None:
-        raise BotError("cannot run tests: the runner has no engine")
-    return runner, runner.make_engine(name)
+def _keep_unrun(run: TreeRun, rel: str, tests, status: str, reason: str) -> None:
+    for test in dict.fromkeys(tests):
+        run.results["tests"].append({"id": f"{rel}::{test.name}", "file": rel, "name": test.name,
+                                     "status": status, "reason": reason})
 
 
-def _keep(run: TreeRun, tree: Path, rel: str, selected, results, variants: int) -> None:
-    names = {t.name: t for t in selected} | {t.description: t for t in selected if t.description}
-    for result in results:
-        test = names.get(result.name)
-        if test is None:
-            continue
-        run.results["tests"].append(result.to_dict() | {"file": rel, "name": test.name})
-        run.results["findings"].extend(_relative(f, tree) for f in _finding_records(result))
-        run.variants[(rel, test.name)] = variants
+def _relative(record: dict, tree: Path, *keys: str) -> dict:
+    """Worktree paths differ between base and head and vanish afterwards: name files relative to the tree."""
+    return record | {k: _without_tree(record[k], tree) for k in keys if isinstance(record.get(k), str)}
 
 
-def _finding_records(result) -> list[dict]:
-    """The finding dicts a result carries (`extra["finding_records"]`; see the report to the runner)."""
-    records = result.extra.get("finding_records", []) if isinstance(result.extra, dict) else []
-    return [r for r in records if isinstance(r, dict)]
-
-
-def _relative(record: dict, tree: Path) -> dict:
-    """Worktree paths differ between base and head; reports name files relative to the tree."""
-    path = record.get("file")
-    if isinstance(path, str) and Path(path).is_absolute():
-        try:
-            return record | {"file": Path(path).relative_to(tree).as_posix()}
-        except ValueError:
-            pass
-    return record
+def _without_tree(text: str, tree: Path) -> str:
+    return text.replace(f"{tree}/", "")

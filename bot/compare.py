@@ -24,6 +24,7 @@ HARDER_FACTOR = 4          # a failure→success test gets this many times the u
 HARDER_MINIMUM = 64        # ...and never fewer than this
 
 _FINDING_FIELDS = {f.name for f in dataclasses.fields(Finding)}
+STRICTER_UNSPECIFIED = "our objects are stricter than the kernel's here"
 
 
 def dedup_key(finding: Finding) -> tuple[str, str, int]:
@@ -44,13 +45,18 @@ def findings_of(results: Mapping, source: str) -> list[Finding]:
 
 
 def _as_record(item) -> object:
-    """Runner finding → model record: keep known fields, lower-case the access, hex address → int."""
+    """Runner finding → model record: keep known fields, lower-case the access, hex address → int,
+    `stricter` as its reason (or absent)."""
     if not isinstance(item, dict):
         return item
     record = {k: v for k, v in item.items() if k in _FINDING_FIELDS}
     record.setdefault("change", "new")             # placeholder; compare_findings sets the real one
     if isinstance(record.get("access"), str):
         record["access"] = record["access"].lower()
+    if record.get("stricter") is True:             # an older producer's flag, without the reason
+        record["stricter"] = STRICTER_UNSPECIFIED
+    elif not record.get("stricter"):
+        record.pop("stricter", None)
     if isinstance(record.get("address"), str):
         try:
             record["address"] = int(record["address"], 0)

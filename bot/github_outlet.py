@@ -169,9 +169,10 @@ def _place(finding: Finding, tests: dict) -> tuple[str, int] | None:
 
 def _annotation(finding: Finding, path: str, line: int) -> dict:
     report = "\n".join(finding.report.splitlines()[:12])
+    insn = f", insn #{finding.insn}" if finding.insn is not None else ""
     return {"path": path, "start_line": line, "end_line": line, "annotation_level": _LEVEL[finding.change],
             "title": finding_title(finding)[:255],
-            "message": f"{finding.change} in {finding.test}, insn #{finding.insn}\n{report}"[:4000]}
+            "message": f"{finding.change} in {finding.test}{insn}\n{report}"[:4000]}
 
 
 def job_summary_room(path: str | os.PathLike) -> int:

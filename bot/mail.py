@@ -2,7 +2,8 @@
 
 Owns: the reply's headers (`Subject: Re: <subject>`, reusing the Subject: line as sent;
 `In-Reply-To` and `References` set to the cover letter's Message-ID, else the last patch's that
-has one) and writing it to a file for the sender of the operator's choice. The body is the plain-text summary from `bot.summary`; sending is not done here.
+has one) and writing it to a file for the sender of the operator's choice. The body is the
+plain-text summary from `bot.summary`; sending is not done here.
 
 Uses the stdlib `email` package; never github, jinja2 or the checks layer.
 """

@@ -77,7 +77,10 @@ class View:
 
     @property
     def detailed(self) -> list[Group]:
-        return [g for c in CHANGES for g in self.groups[c][:self.details[c]]]
+        return [g for c in CHANGES for g in self.detailed_in(c)]
+
+    def detailed_in(self, change: str) -> tuple[Group, ...]:
+        return self.groups[change][:self.details[change]]
 
     @property
     def omitted(self) -> int:

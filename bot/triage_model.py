@@ -124,6 +124,7 @@ class Finding:
     file: Optional[str] = _f(None, max_len=4096)
     line: Optional[int] = _f(None, minimum=1)
     alt_titles: tuple[str, ...] = ()                   # e.g. "bad-access in <frame>" (syzbot's AltTitles)
+    stricter: Optional[str] = _f(None, max_len=_LONG)  # why the kernel's own KASAN would stay silent
 
     @property
     def location(self) -> str | None:

@@ -77,7 +77,7 @@ def skb_store_bytes(kernel, skb, offset, from_ptr, length, flags):
     data, size = packet_of(kernel, skb)
     if offset > 0x7FFFFFFF or offset + length > size:
         return _neg(EFAULT)
-    kernel.write(data + offset, kernel.read(from_ptr, length))
+    kernel.write(data + offset, kernel.helper_access.read(from_ptr, length))
     return 0
 
 
@@ -116,7 +116,7 @@ def fib_lookup(kernel, ctx, params, plen, flags, _):
     forwarded"."""
     if plen & 0xFFFFFFFF < FIB_LOOKUP_SIZE:
         return _neg(EINVAL)
-    family = kernel.read(params, 1)[0]
+    family = kernel.helper_access.read(params, 1)[0]
     return BPF_FIB_LKUP_RET_NOT_FWDED if family in (AF_INET, AF_INET6) else _neg(EAFNOSUPPORT)
 
 
@@ -132,7 +132,7 @@ def sk_release(kernel, sk, *_):
 
 
 def _sock_field(kernel, sk: int, offset: int) -> int:
-    return struct.unpack("<I", kernel.read(sk + offset, 4))[0]
+    return struct.unpack("<I", kernel.helper_access.read(sk + offset, 4))[0]
 
 
 def sk_fullsock(kernel, sk, *_):
@@ -155,11 +155,11 @@ def jiffies64(kernel, *_):
 
 def d_path(kernel, path, buf, size, *_):
     """Copies the path's name; a path the kernel cannot read (copy_from_kernel_nofault) is -EFAULT."""
-    if kernel.read_checked(path, 16) is None:
+    if kernel.helper_access.read_nofault(path, 16) is None:
         return _neg(EFAULT)
     if size & 0xFFFFFFFF < 2:
         return _neg(ENAMETOOLONG)
-    kernel.write(buf, b"/\0")
+    kernel.helper_access.write(buf, b"/\0")
     return 2
 
 
@@ -169,14 +169,14 @@ def strtoul(kernel, buf, buf_len, flags, res, _):
     buf_len = s32(buf_len)
     if flags & ~STRTOX_BASE_MASK or buf_len <= 0:
         return _neg(EINVAL)
-    text = kernel.read(buf, min(buf_len, 63)).split(b"\0")[0]
+    text = kernel.helper_access.read(buf, min(buf_len, 63)).split(b"\0")[0]
     parsed = parse_unsigned(text, flags & STRTOX_BASE_MASK)
     if parsed is None:
         return _neg(EINVAL)
     value, consumed = parsed
     if value > MASK64:
         return _neg(ERANGE)
-    kernel.write(res, struct.pack("<Q", value))
+    kernel.helper_access.write(res, struct.pack("<Q", value))
     return consumed
 
 

@@ -1,13 +1,17 @@
 """The emulated kernel's BPF helpers and the KASAN selftest kfuncs, one small function each.
 
 Each helper is `fn(kernel, r1, r2, r3, r4, r5) -> r0` (checks.kernel.Kernel). Ids are those of
-include/uapi/linux/bpf.h; names (for messages) come from checks.kselftest.uapi_facts. A helper
-that meets an argument the verifier would have refused raises `HelperError`, which ends the run
-with a per-test error naming the helper and the calling instruction.
+include/uapi/linux/bpf.h; names (for messages) come from checks.kselftest.uapi_facts. Memory the
+program points a helper at is read and written through `kernel.helper_access`, as the kernel's
+KASAN-instrumented C does: a bad range is a KASAN report in the helper, unmapped memory an oops.
+A helper that meets an argument it cannot make sense of (no map at a map pointer) raises
+`HelperError`, which ends the run with a per-test error naming the helper and the calling
+instruction.
 
 Deliberate choices:
-- probe_read{,_kernel,_user}: a source that is unmapped or poisoned gives -EFAULT and a zeroed
-  destination, never a report (the kernel's copy_from_kernel_nofault).
+- probe_read{,_kernel,_user}: a source that cannot be read gives -EFAULT and a zeroed
+  destination, never a report (the kernel's copy_from_kernel_nofault); the destination is
+  written like any other (checked).
 - ktime_get_ns counts 1000 ns a call from a fixed start, and get_prandom_u32 draws from a
   generator seeded per run: runs are reproducible. Both take exploration overrides first
   (`Kernel.helper_result`).
@@ -61,21 +65,22 @@ def _map(kernel, addr: int, helper: str):
 
 def map_lookup_elem(kernel, map_addr, key_ptr, *_):
     m = _map(kernel, map_addr, "map_lookup_elem")
-    key = kernel.read(key_ptr, m.definition.key_size)
+    key = kernel.helper_access.read(key_ptr, m.definition.key_size)
     kernel.lookups.append((m.index, key))
     return m.value_address(key) or 0
 
 
 def map_update_elem(kernel, map_addr, key_ptr, value_ptr, flags, _):
     m = _map(kernel, map_addr, "map_update_elem")
-    key = kernel.read(key_ptr, m.definition.key_size)
+    key = kernel.helper_access.read(key_ptr, m.definition.key_size)
     kernel.lookups.append((m.index, key))
-    return m.update(key, kernel.read(value_ptr, m.definition.value_size), flags) & MASK64
+    value = kernel.helper_access.read(value_ptr, m.definition.value_size)
+    return m.update(key, value, flags) & MASK64
 
 
 def map_delete_elem(kernel, map_addr, key_ptr, *_):
     m = _map(kernel, map_addr, "map_delete_elem")
-    key = kernel.read(key_ptr, m.definition.key_size)
+    key = kernel.helper_access.read(key_ptr, m.definition.key_size)
     kernel.lookups.append((m.index, key))
     return m.delete(key) & MASK64
 
@@ -122,7 +127,7 @@ def storage_get(kernel, map_addr, owner, value, flags, _):
     m = _local_storage(kernel, map_addr, "storage_get")
     if not owner or flags & ~1:
         return 0
-    initial = kernel.read(value, m.definition.value_size) if value else b""
+    initial = kernel.helper_access.read(value, m.definition.value_size) if value else b""
     return m.storage(owner, create=bool(flags & 1), initial=initial) or 0
 
 
@@ -164,7 +169,7 @@ def ringbuf_output(kernel, map_addr, data, size, flags, _):
     record = rb.reserve(size)
     if not record:
         return _neg(11)                       # -EAGAIN: no room
-    kernel.write(record, kernel.read(data, size))
+    kernel.write(record, kernel.helper_access.read(data, size))
     rb.commit(record, "submitted")
     return 0
 
@@ -179,9 +184,12 @@ def ringbuf_query(kernel, map_addr, flags, *_):
 
 def probe_read(kernel, dst, size, src, *_):
     size &= 0xFFFFFFFF
-    data = kernel.read_checked(src, size)
-    kernel.write(dst, data if data is not None else bytes(size))
-    return 0 if data is not None else _neg(EFAULT)
+    data = kernel.helper_access.read_nofault(src, size)
+    if data is None:
+        kernel.helper_access.fill(dst, size)
+        return _neg(EFAULT)
+    kernel.helper_access.write(dst, data)
+    return 0
 
 
 def skb_load_bytes(kernel, skb, offset, to, length, _):
@@ -189,9 +197,9 @@ def skb_load_bytes(kernel, skb, offset, to, length, _):
     offset &= 0xFFFFFFFF
     length &= 0xFFFFFFFF
     if offset > 0x7FFFFFFF or offset + length > pkt_len or not length:
-        kernel.write(to, bytes(length))
+        kernel.helper_access.fill(to, length)
         return _neg(EFAULT)
-    kernel.write(to, kernel.read(data + offset, length))
+    kernel.helper_access.write(to, kernel.read(data + offset, length))
     return 0
 
 
@@ -210,8 +218,8 @@ def csum_diff(kernel, from_ptr, from_size, to_ptr, to_size, seed):
     to_size &= 0xFFFFFFFF
     if from_size % 4 or to_size % 4 or from_size + to_size > 512:
         return _neg(EINVAL)
-    old = bytes(b ^ 0xFF for b in kernel.read(from_ptr, from_size)) if from_size else b""
-    new = kernel.read(to_ptr, to_size) if to_size else b""
+    old = bytes(b ^ 0xFF for b in kernel.helper_access.read(from_ptr, from_size))
+    new = kernel.helper_access.read(to_ptr, to_size)
     return _ones_sum32(old + new, seed)
 
 
@@ -255,7 +263,7 @@ def get_current_comm(kernel, buf, size, *_):
     size &= 0xFFFFFFFF
     if not size:
         return _neg(EINVAL)
-    kernel.write(buf, (TASK_COMM[:size - 1] + bytes(size))[:size])
+    kernel.helper_access.write(buf, (TASK_COMM[:size - 1] + bytes(size))[:size])
     return 0
 
 
@@ -264,7 +272,7 @@ _CONVERSION = re.compile(rb"%(-?\d*)(ll|l|h|hh|z)?([diuxXpcs%])")
 
 def trace_printk(kernel, fmt, fmt_size, a1, a2, a3):
     """bpf_trace_printk: up to three arguments; the output is kept in `kernel.trace_output`."""
-    raw = kernel.read(fmt, fmt_size & 0xFFFFFFFF).split(b"\0", 1)[0]
+    raw = kernel.helper_access.read(fmt, fmt_size & 0xFFFFFFFF).split(b"\0", 1)[0]
     args = iter((a1, a2, a3))
     try:
         text = _CONVERSION.sub(lambda m: _convert(kernel, m, args), raw)
@@ -280,7 +288,7 @@ def _convert(kernel, m: re.Match, args) -> bytes:
         return b"%"
     value = next(args)
     if kind == b"s":
-        return kernel.read_cstring(value)
+        return kernel.helper_access.read_cstring_nofault(value)
     bits = 64 if length in (b"l", b"ll", b"z") or kind == b"p" else 32
     value &= (1 << bits) - 1
     if kind in b"di" and value >> (bits - 1):

@@ -11,12 +11,16 @@ points the helper stubs its program calls at itself before every run). A test go
 addresses), turning ld_imm64 map references into kernel addresses (PSEUDO_MAP_FD and MAP_IDX →
 the map's kernel object, PSEUDO_MAP_VALUE and MAP_IDX_VALUE → value 0 + off), fills prog arrays
 with the entry points of the functions `MapDef.values` names (tail-call targets linked into the
-program), runs, and turns the `__asan_*` records into `Finding`s. Tags are
-computed per function on the program as loaded (jit/tag.py).
+program), runs, and turns the `__asan_*` records into `Finding`s. Tags are computed per
+function on the program as loaded (jit/tag.py): `execute(..., loaded_as=)` names the program
+before the caller's rewrites (ctx conversion), whose slots the kernel tags.
 
 KASAN modes: "inline" (shadow fast path in the image), "outline" (the kernel's exact
 `call __asan_*` before every access), "off". Without multishot only the first report of the
-Kernel's lifetime is kept, as the kernel does without kasan_multi_shot.
+Kernel's lifetime is kept, as the kernel does without kasan_multi_shot; with it, every run starts
+untainted, so a test's reports never depend on what ran before it in the process. Every run
+starts from the same heap (checks.slab): same test, same addresses. Helpers touch the
+program's memory through `helper_access` (checks.helper_access): checked like instrumented C.
 
 Hooks for other layers:
 - `register_helper(id, fn, src=, name=)` with fn(kernel, r1..r5) -> r0; ids -1/-2/-4 (src 0)
@@ -38,12 +42,13 @@ from typing import Callable, Mapping, Sequence
 from checks import helpers as H
 from checks.asan_routine import InstalledAsan
 from checks.errors import CheckError
+from checks.helper_access import HelperAccess, findings_of_run
 from checks.interp import check_control_flow
 from checks.kasan_records import ReportGate
 from checks.machine import DEFAULT_TIME_LIMIT, HelperError, Machine, StopRun, shared_machine
 from checks.maps import HashMap, MapObject, MapOfMaps, ProgArray, all_maps, make_map
 from checks.native_helpers import bpf_loop_code, for_each_code, tail_call_adapter
-from checks.report import Finding, ReportContext, Task, findings_of_run
+from checks.report import Finding, ReportContext, Task
 from checks.shadow import Verdict, check_region
 from jit import isa
 from jit.compile import compile_program
@@ -87,6 +92,7 @@ class _Loaded:
     tags: tuple[str, ...]
     callx: bool
     images: dict = field(default_factory=dict)      # (kasan, addresses) -> _Compiled
+    tagged_from: Program | None = None              # the `loaded_as` the tags came from
 
 
 class Kernel:
@@ -98,6 +104,7 @@ class Kernel:
         self.kasan, self.multishot = kasan, multishot
         self.gate = ReportGate(multishot)
         self.asan = InstalledAsan(self.machine)
+        self.helper_access = HelperAccess(self)      # helpers' checked reads and writes
         self.task = Task()
         self.ctx_packet: Callable[[Kernel, int], tuple[int, int]] | None = None
         self._helpers: dict[tuple[int, int], tuple[str, KernelHelper]] = {}
@@ -139,11 +146,13 @@ class Kernel:
 
     def begin(self, program: Program, *, test: str = "", variant: str = "",
               helper_values: Mapping[str, Sequence[int]] | None = None,
-              prefill: bool = False, map_fill: int | None = None, seed: int = 0) -> None:
+              prefill: bool = False, map_fill: int | bytes | None = None, seed: int = 0) -> None:
         """Fresh run state for `program`: heap reset, its maps created (see module docstring)."""
         previous = self.lookups
         self.machine.reset()
         self.asan.begin_run()
+        if self.multishot:            # each run reports as on a fresh boot: no taint from others
+            self.gate = ReportGate(True)
         self.test, self.variant = test, variant
         self._overrides = {name: list(values) for name, values in (helper_values or {}).items()}
         self.rng, self._ktime = random.Random(seed), H.KTIME_START
@@ -242,16 +251,19 @@ class Kernel:
     # -- running ---------------------------------------------------------------------------------
 
     def execute(self, program: Program, *, args: tuple[int, ...] = (), insn_limit: int = 1_000_000,
-                time_limit: float = DEFAULT_TIME_LIMIT) -> KernelRun:
+                time_limit: float = DEFAULT_TIME_LIMIT, loaded_as: Program | None = None) -> KernelRun:
+        """Run `program`. `loaded_as`: the program as its loader handed it in, when `program` is
+        a rewrite of it (ctx accesses converted...): function tags come from it, by name."""
         started = time.perf_counter()
         if self._begun is not program and len(self.maps) != len(program.maps):
             raise CheckError("Kernel.execute: call begin(program) first, so its maps exist",
                              file=program.file or None)
-        loaded = self._loaded(program)
+        loaded = self._loaded(program, loaded_as)
         compiled = self._compiled(loaded)
         self._point_helpers(compiled.calls, loaded.callx)
         self._link_prog_arrays(compiled.image)
         self.asan.begin_run()
+        self.helper_access.begin_run()
         r = self.machine.run(compiled.image, args, insn_limit=insn_limit, time_limit=time_limit,
                              tag=loaded.tags)
         findings = self.findings_of(program, compiled.image)
@@ -272,12 +284,12 @@ class Kernel:
         if not records:
             return []
         ctx = ReportContext(image, program, self.machine.shadow, self.machine.find_object, self.task)
-        return findings_of_run(ctx, records, self.gate, test=self.test if test is None else test,
+        return findings_of_run(ctx, records, self.gate, self.helper_access.calls, test=self.test if test is None else test,
                                variant=self.variant)
 
     # -- compiling -------------------------------------------------------------------------------
 
-    def _loaded(self, program: Program) -> _Loaded:
+    def _loaded(self, program: Program, loaded_as: Program | None = None) -> _Loaded:
         loaded = self._programs.get(id(program))
         if loaded is None or loaded.program is not program:
             loaded = _Loaded(program, _map_refs(program), func_tags(program),
@@ -286,6 +298,8 @@ class Kernel:
             if len(self._programs) > _CACHE_PROGRAMS:
                 self._programs.popitem(last=False)
         self._programs.move_to_end(id(program))
+        if loaded.tagged_from is not loaded_as:
+            loaded.tags, loaded.tagged_from = tags_as_loaded(program, loaded_as), loaded_as
         return loaded
 
     def _address(self, program: Program, src: int, index: int, off: int, pc: int) -> int:
@@ -406,6 +420,17 @@ def _map_refs(program: Program) -> tuple[tuple[int, int, int, int], ...]:
             raise CheckError("ld_imm64 of a kernel symbol (PSEUDO_BTF_ID) is not emulated",
                              file=program.file or None, insn=pc)
     return tuple(refs)
+
+
+def tags_as_loaded(program: Program, loaded_as: Program | None) -> tuple[str, ...]:
+    """The tag of each function of `program`: over its slots in `loaded_as` (found by name) when
+    given, as the kernel tags the instructions it was handed before rewriting them; a function
+    `loaded_as` lacks is tagged over its own slots."""
+    own = func_tags(program)
+    if loaded_as is None:
+        return own
+    before = dict(zip((name for _, name in loaded_as.funcs), func_tags(loaded_as)))
+    return tuple(before.get(name, tag) for (_, name), tag in zip(program.funcs, own))
 
 
 def called_helpers(program: Program) -> tuple[tuple[int, int], ...]:

@@ -50,7 +50,7 @@ from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
 from checks import layout
 from checks.errors import CheckError
 from checks.oops import Fault, Location, classify_fault, classify_trap
-from checks.shadow import PAGE_REDZONE, ShadowMap, ShadowView
+from checks.shadow import PAGE_REDZONE, VMALLOC_INVALID, ShadowMap, ShadowView
 from checks.slab import Heap, SlabObject
 from checks.watchdog import Watchdog
 from jit.errors import JitError
@@ -72,6 +72,7 @@ _MAX_HELPERS = 0x1000
 _TEXT_FREE = _TEXT_HELPERS + _MAX_HELPERS * _HELPER_STUB
 # Kernel data slots (offsets into KERNEL_DATA), then free data.
 _D_ARGS, _D_ENTRY, _D_R0, _D_STATUS, _D_BUDGET = 0x00, 0x28, 0x30, 0x38, 0x40
+_D_TARGET = 0x48                     # the image entry, taken (and zeroed) by the entry stub
 _D_CALL = 0x80                       # helper call: index, r1..r5, rsp, return value
 _D_SERVED = _D_CALL + 4              # set once Python served the call at the dispatch point
 # callx's helper table (Target.helper_table_address): u64 count, then u64 stub address per id.
@@ -99,6 +100,16 @@ class StopRun(Exception):
 class HelperError(Exception):
     """Raised by a helper to end the run with an error result (a bad pointer, an unknown helper);
     `run` fills in the calling instruction."""
+
+
+class HelperFault(Exception):
+    """Raised by a helper whose memory access on the program's behalf hit unmapped memory: the
+    kernel's C helper would take a page fault there, so the run ends in an oops whose RIP is
+    `symbol` (the helper)."""
+
+    def __init__(self, access: str, address: int, size: int, symbol: str):
+        super().__init__(f"{symbol}: {access} of {size} bytes at {address & MASK64:#x} faults")
+        self.access, self.address, self.size, self.symbol = access, address & MASK64, size, symbol
 
 
 @dataclass(frozen=True)
@@ -209,7 +220,11 @@ class Machine:
             self.guard(addr, size)
         self.shadow = ShadowMap([self.fixed_shadow, self.slab.shadow,
                                  ShadowView(layout.VMALLOC, self.vmalloc_shadow.view)])
+        ctypes.memset(self.text.host, 0xCC, self.text.size)   # stray jumps into text trap
+        self._vmalloc_pristine = _vmalloc_shadow()
+        self.vmalloc_shadow.view[:] = self._vmalloc_pristine
         self._install_stubs()
+        self._install_entry()
         self._init_helper_table()
         self._install_hooks()
         self.uc.reg_write(UC_X86_REG_RSP, ENTRY_RSP)
@@ -291,6 +306,20 @@ class Machine:
         assert len(t.code) <= _TEXT_HELPERS
         self.text.view[:len(t.code)] = t.code
 
+    def _install_entry(self) -> None:
+        """The trampoline calls the image through a stub that takes the entry address once:
+        `xchg` leaves 0 in its slot, so coming back (a helper smashed the program's return
+        address and `ret` landed in the trampoline) ends in a ud2 oops, not in a rerun that
+        spins until the time limit."""
+        smashed = self.alloc_text("corrupted_return_address", b"\x0f\x0b")    # ud2
+        t = _Text(self.text.start + ((self._text_top + 15) & ~15))
+        t.emit(b"\x31\xc0")                                                   # xor eax, eax
+        t.riprel(b"\x48\x87\x05", self.kdata.start + _D_TARGET)             # xchg rax, [target]
+        t.emit(b"\x48\x85\xc0")                                             # test rax, rax
+        t.riprel(b"\x0f\x84", smashed)                                        # jz smashed
+        t.emit(b"\xff\xe0")                                                   # jmp rax
+        self._enter = self.alloc_text("bpf_prog_entry", bytes(t.code))
+
     def _install_hooks(self) -> None:
         self.uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.uc.hook_add(UC_HOOK_CODE, self._on_helper, begin=self._dispatch_hook,
@@ -335,8 +364,24 @@ class Machine:
 
     def caller_insn(self) -> int | None:
         """The BPF slot of the `call` that entered the helper being served (for its messages)."""
+        return self.insn_of_return(self.caller_return())
+
+    def caller_return(self) -> int:
+        """The return address of the helper call being served (in the image for a BPF `call`)."""
         rsp = struct.unpack_from("<Q", self.kdata.view, _D_CALL + 0x30)[0]
-        return self.insn_of_return(self.read_u64(rsp))
+        return self.read_u64(rsp) if self.stack.offset(rsp, 8) is not None else 0
+
+    def serving(self) -> str:
+        """The name of the helper being served (the last one called)."""
+        index = struct.unpack_from("<I", self.kdata.view, _D_CALL)[0]
+        return self._helper_fns[index][0] if index < len(self._helper_fns) else "?"
+
+    def _helper_fault(self, crash: HelperFault, image: Image) -> Fault:
+        stub = self._helper_stub(struct.unpack_from("<I", self.kdata.view, _D_CALL)[0])
+        where = Location(crash.symbol, self.caller_insn())
+        return classify_fault(crash.access, crash.address, crash.size, stub, where,
+                              present=self.region_at(crash.address) is not None,
+                              kasan=image.kasan != "off", stack=(STACK_BASE, STACK_TOP))
 
     # ---------------------------------------------------------------- extension API
 
@@ -506,6 +551,16 @@ class Machine:
             raise CheckError(f"helper write to unwritable memory {addr & MASK64:#x}+{len(data)}")
         region.view[off:off + len(data)] = data
 
+    def accessible(self, addr: int, size: int, *, write: bool = False) -> int:
+        """How many bytes from `addr` (up to `size`) can be read (or written) before the first
+        unmapped, guard or read-only byte: what a C memcpy gets through before it faults."""
+        region = self.region_at(addr)
+        if region is None or (write and not region.perms & UC_PROT_WRITE):
+            return 0
+        i = bisect.bisect_right(self._guards, (addr, MASK64 + 1))
+        stop = min(region.end, self._guards[i][0] if i < len(self._guards) else region.end)
+        return max(min(size, stop - addr), 0)
+
     def read_u64(self, addr: int) -> int:
         return struct.unpack("<Q", self.read(addr, 8))[0]
 
@@ -539,8 +594,8 @@ class Machine:
         ctypes.memset(self.stack.host, 0, STACK_SIZE)
         ctypes.memset(self.vmalloc_shadow.host + ((STACK_BASE - layout.VMALLOC) >> 3), 0,
                       STACK_SIZE >> 3)
-        for view, off, size in self._dirty_shadow:
-            view[off:off + size] = bytes(size)
+        for view, off, size in self._dirty_shadow:          # only vmalloc shadow is listed
+            view[off:off + size] = self._vmalloc_pristine[off:off + size]
         for addr, size in self._data_names.values():
             ctypes.memset(self.kdata.host + addr - self.kdata.start, 0, size)
         self._dirty_shadow.clear()
@@ -580,8 +635,9 @@ class Machine:
         wall-time watchdog, a fault (an oops in `fault`). Helper exceptions are raised here."""
         self.load(image)
         view = self.kdata.view
-        _ENTRY_SLOTS.pack_into(view, _D_ARGS, *_five(args), image.base + image.funcs[0].offset
-                               if image.funcs else image.base, 0, 0, insn_limit)
+        _ENTRY_SLOTS.pack_into(view, _D_ARGS, *_five(args), self._enter, 0, 0, insn_limit)
+        struct.pack_into("<Q", view, _D_TARGET,
+                         image.base + image.funcs[0].offset if image.funcs else image.base)
         self._fault_access = self._trap = None
         self.uc.context_restore(self._context)
         started = time.perf_counter()
@@ -596,6 +652,9 @@ class Machine:
                               elapsed=elapsed)
         if isinstance(crash, StopRun):
             return MachineRun(crash.r0, used, elapsed=elapsed)
+        if isinstance(crash, HelperFault):
+            fault = self._helper_fault(crash, image)
+            return MachineRun(None, used, fault=fault, error_insn=fault.insn, elapsed=elapsed)
         if isinstance(crash, HelperError):
             return MachineRun(None, used, error=str(crash), error_insn=self.caller_insn(),
                               elapsed=elapsed)
@@ -614,7 +673,7 @@ class Machine:
                 self.uc.emu_start(begin, self.exit_marker)
             except UcError as e:
                 return e
-            except (StopRun, HelperError) as e:
+            except (StopRun, HelperError, HelperFault) as e:
                 return e
             finally:
                 self._watchdog.disarm()
@@ -684,6 +743,15 @@ class Machine:
     def close(self) -> None:
         """Stop the watchdog thread; the Uc itself is freed with the machine."""
         self._watchdog.closed.set()
+
+
+def _vmalloc_shadow() -> bytes:
+    """The vmalloc shadow as KASAN_VMALLOC leaves it: only the task stack is populated, the rest
+    (its guard pages included) is VMALLOC_INVALID."""
+    shadow = bytearray([VMALLOC_INVALID]) * (layout.VMALLOC_SIZE >> 3)
+    start = (STACK_BASE - layout.VMALLOC) >> 3
+    shadow[start:start + (STACK_SIZE >> 3)] = bytes(STACK_SIZE >> 3)
+    return bytes(shadow)
 
 
 def _five(args: tuple[int, ...]) -> list[int]:

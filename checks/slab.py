@@ -7,13 +7,22 @@ under the kernel's generic KASAN with SLUB:
 - `kmalloc(n)` picks the smallest kmalloc cache (8 ... 8k) and hands out the next free slot of
   that cache's slabs. Bytes past `n` up to the end of the slot are SLAB_REDZONE (0xFC); each slot
   also carries at least 64 redzone bytes past the cache's object size, so a small overrun of a
-  full-size object is caught too. Larger requests get their own pages (PAGE_REDZONE 0xFE tail).
+  full-size object is caught too. Larger requests get pages of their own, from page classes of
+  16 KiB ... 1 MiB (PAGE_REDZONE 0xFE tail).
 - A slab is a run of pages followed by one unmapped guard page; the arena begins with one too.
   Far overruns therefore fault instead of silently reaching another slab.
 - `kfree` poisons the object SLAB_FREE (0xFB) and leaves it in quarantine: a slot is never
   handed out twice in one run, so a use-after-free keeps pointing at freed memory.
-- `reset()` ends a run: every slot is free again and its shadow back to 0xFC. Slabs (and so the
-  memory the machine mapped for them) are kept and reused by the next run.
+- `reset()` ends a run: every slot is free again and its shadow back to 0xFC.
+
+Determinism: every size class owns a zone of the arena at a fixed place, and slab i of a zone
+always sits at the same address. So the addresses a run gets, and the shadow and objects around
+them, depend only on that run's own allocations, never on what ran before in the process (a test
+gives the same report with -j 1 or -j 2, in any order). A slab not carved yet reads exactly like
+an empty carved one; the first PRESET_SLABS of each zone are carved at start-up. The one trace of
+history left: a guard page exists only once its slab has been carved, so an access that lands on
+the guard page of a slab beyond PRESET_SLABS that some earlier run needed faults where it would
+otherwise be reported.
 
 The heap owns addresses and shadow bytes only. The machine owns the bytes themselves: it maps
 each new slab (`on_new_slab` callback, or `mapped_ranges()`), and writes object contents.
@@ -22,6 +31,7 @@ Must not import unicorn, capstone or bot/.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,8 +41,12 @@ from checks.shadow import PAGE_FREE, PAGE_REDZONE, SLAB_FREE, SLAB_REDZONE, Shad
 
 PAGE = layout.PAGE
 KMALLOC_SIZES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+PAGE_CLASSES = tuple(PAGE << k for k in range(2, 9))     # 16 KiB ... 1 MiB, one object a slab
 MIN_REDZONE = 64          # redzone bytes past a full object; more than the kernel's smallest (16)
 SLAB_MIN_BYTES = 4 * PAGE
+PRESET_SLABS = 2          # slabs of each kmalloc cache carved (and guarded) at start-up
+# How the arena is shared: a kmalloc cache's zone gets one share, a page class's zone three.
+CACHE_SHARE, PAGE_SHARE = 1, 3
 
 
 def cache_name(object_size: int) -> str:
@@ -45,6 +59,12 @@ def cache_name(object_size: int) -> str:
 def kmalloc_size(size: int) -> int | None:
     """Object size of the cache kmalloc(size) uses; None above 8 KiB (page allocation)."""
     return next((s for s in KMALLOC_SIZES if s >= size), None)
+
+
+def page_class(size: int) -> int | None:
+    """Bytes of the page-class slot a page allocation of `size` gets (its redzone included)."""
+    need = round_up(size + MIN_REDZONE, PAGE)
+    return next((c for c in PAGE_CLASSES if c >= need), None)
 
 
 def kernel_redzone(object_size: int) -> int:
@@ -75,34 +95,79 @@ class SlabObject:
         return self.addr + self.size
 
 
-@dataclass
-class _Slab:
-    """Pages holding equal slots of one cache (or one page allocation), a guard page after."""
-    base: int
+@dataclass(frozen=True)
+class _Zone:
+    """The part of the arena one size class carves its slabs from, slab i at a fixed address."""
+    start: int
     size: int
-    stride: int
+    slab_bytes: int
+    stride: int                  # bytes from one slot to the next
     object_size: int
-    cache: str | None
-    slots: list[SlabObject | None] = field(default_factory=list)
+    cache: str | None            # None for a page class
 
     @property
-    def capacity(self) -> int:
-        return self.size // self.stride
+    def step(self) -> int:
+        return self.slab_bytes + PAGE                      # a guard page after every slab
 
     @property
-    def full(self) -> bool:
-        return len(self.slots) >= self.capacity
+    def max_slabs(self) -> int:
+        return self.size // self.step
 
-    def contains(self, addr: int) -> bool:
-        return self.base <= addr < self.base + self.size
+    def slab_base(self, index: int) -> int:
+        return self.start + index * self.step
 
-    def slot_of(self, addr: int) -> int:
-        return min((addr - self.base) // self.stride, self.capacity - 1)
+    def slab_index(self, addr: int) -> int | None:
+        """The slab whose pages hold `addr` (None in a guard page or past the last slab)."""
+        index, off = divmod(addr - self.start, self.step)
+        return index if index < self.max_slabs and off < self.slab_bytes else None
 
     @property
     def fresh_value(self) -> int:
         """Shadow of a slot nobody holds: slab redzone, or page redzone for page allocations."""
         return SLAB_REDZONE if self.cache else PAGE_REDZONE
+
+
+@dataclass
+class _Slab:
+    """Pages holding equal slots of one size class, a guard page after."""
+    zone: _Zone
+    base: int
+    slots: list[SlabObject | None] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.zone.slab_bytes
+
+    @property
+    def capacity(self) -> int:
+        return self.zone.slab_bytes // self.zone.stride
+
+    @property
+    def full(self) -> bool:
+        return len(self.slots) >= self.capacity
+
+    def slot_of(self, addr: int) -> int:
+        return min((addr - self.base) // self.zone.stride, self.capacity - 1)
+
+
+def _cache_zone(object_size: int, start: int, size: int) -> _Zone:
+    stride = round_up(object_size + max(MIN_REDZONE, kernel_redzone(object_size)), 16)
+    return _Zone(start, size, max(SLAB_MIN_BYTES, round_up(stride, PAGE)), stride, object_size,
+                 cache_name(object_size))
+
+
+def _zones(base: int, end: int) -> list[_Zone]:
+    """Every size class's zone, in address order, after the arena's opening guard page."""
+    shares = CACHE_SHARE * len(KMALLOC_SIZES) + PAGE_SHARE * len(PAGE_CLASSES)
+    unit = max((end - base - PAGE) // shares // PAGE * PAGE, 0)
+    zones, start = [], base + PAGE
+    for object_size in KMALLOC_SIZES:
+        zones.append(_cache_zone(object_size, start, unit * CACHE_SHARE))
+        start += unit * CACHE_SHARE
+    for nbytes in PAGE_CLASSES:
+        zones.append(_Zone(start, unit * PAGE_SHARE, nbytes, nbytes, nbytes, None))
+        start += unit * PAGE_SHARE
+    return zones
 
 
 class Heap:
@@ -112,9 +177,16 @@ class Heap:
         self.shadow = shadow
         self.base, self.end = shadow.base, shadow.end
         self.on_new_slab = on_new_slab
-        self._slabs: dict[int | str, list[_Slab]] = {}     # cache key -> its slabs, in order
-        self._next = self.base + PAGE                      # the arena opens with a guard page
+        self._zones = _zones(self.base, self.end)
+        self._starts = [z.start for z in self._zones]
+        self._by_size = {z.object_size: z for z in self._zones}
+        self._slabs: dict[_Zone, list[_Slab]] = {z: [] for z in self._zones}
         shadow.fill(PAGE_FREE)
+        for zone in self._zones:
+            for index in range(zone.max_slabs):            # uncarved slabs read as empty ones
+                self.shadow.poison(zone.slab_base(index), zone.slab_bytes, zone.fresh_value)
+            for _ in range(min(PRESET_SLABS if zone.cache else 1, zone.max_slabs)):
+                self._carve(zone)
 
     # -- allocation ---------------------------------------------------------------------------
 
@@ -123,13 +195,14 @@ class Heap:
         if size <= 0:
             raise CheckError(f"kmalloc({size}) for {label}: size must be positive")
         object_size = kmalloc_size(size)
-        if object_size is None:
-            slab = self._page_slab(size)
-            obj = SlabObject(slab.base, size, size, None, label, stricter)
-        else:
-            slab = self._cache_slab(object_size)
-            addr = slab.base + len(slab.slots) * slab.stride
-            obj = SlabObject(addr, size, object_size, slab.cache, label, stricter)
+        zone = self._by_size.get(object_size or page_class(size))
+        if zone is None:
+            raise CheckError(f"kmalloc({size}) for {label}: the emulated heap [{self.base:#x}, "
+                             f"{self.end:#x}) is full for it: a page allocation holds at most "
+                             f"{PAGE_CLASSES[-1] - MIN_REDZONE} bytes")
+        slab = next((s for s in self._slabs[zone] if not s.full), None) or self._carve(zone)
+        addr = slab.base + len(slab.slots) * zone.stride
+        obj = SlabObject(addr, size, object_size or size, zone.cache, label, stricter)
         slab.slots.append(obj)
         self.shadow.unpoison(obj.addr, size)
         return obj
@@ -144,7 +217,7 @@ class Heap:
         if obj.freed:
             return "double-free"
         obj.freed = True
-        if slab.cache:
+        if slab.zone.cache:
             self.shadow.poison(obj.addr, round_up(obj.object_size, 8), SLAB_FREE)
         else:
             self.shadow.poison(slab.base, slab.size, PAGE_FREE)
@@ -156,29 +229,32 @@ class Heap:
             for slab in slabs:
                 if slab.slots:
                     slab.slots.clear()
-                    self.shadow.poison(slab.base, slab.size, slab.fresh_value)
+                    self.shadow.poison(slab.base, slab.size, slab.zone.fresh_value)
 
     # -- lookup -------------------------------------------------------------------------------
 
     def find(self, addr: int) -> SlabObject | None:
         """The object whose slot holds `addr` (the kernel's nearest_obj), or None outside slabs.
         A slot nobody allocated this run comes back with `allocated=False`."""
-        slab = self._slab_at(addr)
-        if slab is None:
+        zone = self._zone_at(addr)
+        index = zone.slab_index(addr) if zone else None
+        if index is None:
             return None
-        index = slab.slot_of(addr)
-        if index < len(slab.slots):
-            return slab.slots[index]
-        return SlabObject(slab.base + index * slab.stride, 0, slab.object_size, slab.cache,
-                          f"unallocated {slab.cache or 'page'} slot", allocated=False)
+        slabs = self._slabs[zone]
+        slab = slabs[index] if index < len(slabs) else _Slab(zone, zone.slab_base(index))
+        slot = slab.slot_of(addr)
+        if slot < len(slab.slots):
+            return slab.slots[slot]
+        return SlabObject(slab.base + slot * zone.stride, 0, zone.object_size, zone.cache,
+                          f"unallocated {zone.cache or 'page'} slot", allocated=False)
 
     def objects(self) -> list[SlabObject]:
         """Every object allocated in this run, freed ones included."""
         return [o for slabs in self._slabs.values() for s in slabs for o in s.slots if o]
 
     def mapped_ranges(self) -> list[tuple[int, int]]:
-        """(address, size) of every slab: the memory that must be mapped. Everything else in the
-        arena (the guard pages) stays unmapped."""
+        """(address, size) of every slab carved so far: the memory that must be mapped. Everything
+        else in the arena (the guard pages) stays unmapped."""
         return sorted((s.base, s.size) for slabs in self._slabs.values() for s in slabs)
 
     def guard_ranges(self) -> list[tuple[int, int]]:
@@ -186,41 +262,26 @@ class Heap:
         one after every slab. A machine that maps the whole arena should make these fault."""
         return [(self.base, PAGE)] + [(base + size, PAGE) for base, size in self.mapped_ranges()]
 
-    # -- slabs --------------------------------------------------------------------------------
+    # -- zones and slabs ----------------------------------------------------------------------
+
+    def _zone_at(self, addr: int) -> _Zone | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        zone = self._zones[i] if i >= 0 else None
+        return zone if zone and addr < zone.start + zone.size else None
 
     def _slab_at(self, addr: int) -> _Slab | None:
-        for slabs in self._slabs.values():
-            for slab in slabs:
-                if slab.contains(addr):
-                    return slab
-        return None
+        zone = self._zone_at(addr)
+        index = zone.slab_index(addr) if zone else None
+        slabs = self._slabs[zone] if index is not None else []
+        return slabs[index] if index is not None and index < len(slabs) else None
 
-    def _cache_slab(self, object_size: int) -> _Slab:
-        slabs = self._slabs.setdefault(object_size, [])
-        for slab in slabs:
-            if not slab.full:
-                return slab
-        stride = round_up(object_size + max(MIN_REDZONE, kernel_redzone(object_size)), 16)
-        return self._carve(object_size, max(SLAB_MIN_BYTES, round_up(stride, PAGE)), stride,
-                           object_size, cache_name(object_size))
-
-    def _page_slab(self, size: int) -> _Slab:
-        nbytes = round_up(size + MIN_REDZONE, PAGE)
-        key = f"pages-{nbytes}"
-        for slab in self._slabs.get(key, []):
-            if not slab.slots:
-                return slab
-        return self._carve(key, nbytes, nbytes, size, None)
-
-    def _carve(self, key: int | str, nbytes: int, stride: int, object_size: int,
-               cache: str | None) -> _Slab:
-        if self._next + nbytes + PAGE > self.end:
+    def _carve(self, zone: _Zone) -> _Slab:
+        slabs = self._slabs[zone]
+        if len(slabs) >= zone.max_slabs:
             raise CheckError(f"kmalloc: the emulated heap [{self.base:#x}, {self.end:#x}) is full "
-                             f"({nbytes} more bytes for {cache or 'a page allocation'})")
-        slab = _Slab(self._next, nbytes, stride, object_size, cache)
-        self._next += nbytes + PAGE                        # one guard page after every slab
-        self._slabs.setdefault(key, []).append(slab)
-        self.shadow.poison(slab.base, slab.size, slab.fresh_value)
+                             f"({zone.slab_bytes} more bytes for {zone.cache or 'a page allocation'})")
+        slab = _Slab(zone, zone.slab_base(len(slabs)))
+        slabs.append(slab)
         if self.on_new_slab:
             self.on_new_slab(slab.base, slab.size)
         return slab

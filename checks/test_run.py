@@ -29,14 +29,16 @@ from checks import contexts
 from checks.ctx_convert import convert
 from checks.errors import CheckError
 from checks.extra_helpers import register_extra_helpers
+from checks.iter_kfuncs import register_iter_kfuncs
 from checks.kernel import Kernel, KernelRun
 from jit import isa
 from jit.program import Program
 
 # struct test_val { unsigned int index; int foo[11]; } with index = 28, foo[6] = 0xabcdef12.
 TEST_VAL_INIT = struct.pack("<I11I", 28, *(0xABCDEF12 if i == 6 else 0 for i in range(11)))
-PRE_EXECUTION = {"verifier_array_access.c": "map_array_ro",
-                 "verifier_value_ptr_arith.c": "map_array_48b"}
+# By file stem (the name before its first dot), so `x.c`, `x.o` and `x.bpf.o` all match.
+PRE_EXECUTION = {"verifier_array_access": "map_array_ro",
+                 "verifier_value_ptr_arith": "map_array_48b"}
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,17 @@ def _append(program: Program, other: Program) -> Program:
 
 
 def new_kernel(*, kasan: str = "inline", multishot: bool = True) -> Kernel:
-    """A Kernel that can run test_run programs (the LD_ABS loaders and packet lookup served)."""
+    """A Kernel that can run test_run programs (the LD_ABS loaders, packet lookup and the
+    iterator kfuncs served)."""
     kernel = Kernel(kasan=kasan, multishot=multishot)
-    register_extra_helpers(kernel)
-    _ready.add(kernel)
+    _make_ready(kernel)
     return kernel
+
+
+def _make_ready(kernel: Kernel) -> None:
+    register_extra_helpers(kernel)
+    register_iter_kfuncs(kernel)
+    _ready.add(kernel)
 
 
 _ready: weakref.WeakSet = weakref.WeakSet()          # kernels that serve the extra helpers
@@ -117,8 +125,7 @@ def kernel_for(engine) -> Kernel:
             _default[pid] = new_kernel()
         kernel = _default[pid]
     if kernel not in _ready:
-        register_extra_helpers(kernel)
-        _ready.add(kernel)
+        _make_ready(kernel)
     return kernel
 
 
@@ -141,15 +148,21 @@ def sanitize_fp_writes(program: Program) -> Program:
     return dataclasses.replace(program, insns=tuple(insns)) if changed else program
 
 
+def loaded(program: Program, others: Mapping[str, Program] = {}) -> Program:
+    """The program as libbpf hands it to the kernel (with the programs its prog arrays name
+    linked in): what the kernel computes tags over."""
+    return with_tail_targets(program, others)
+
+
 def prepare(program: Program, others: Mapping[str, Program] = {}) -> Program:
     """The program as the kernel would run it: tail-call targets linked in, dead writes to the
     frame pointer trapped, ctx accesses converted."""
-    return convert(sanitize_fp_writes(with_tail_targets(program, others)))
+    return convert(sanitize_fp_writes(loaded(program, others)))
 
 
 def fill_pre_execution(kernel: Kernel, file: str) -> None:
     """test_loader's pre-execution callback for `file`, if it has one."""
-    map_name = PRE_EXECUTION.get(pathlib.Path(file).name)
+    map_name = PRE_EXECUTION.get(pathlib.Path(file).name.split(".")[0])
     if map_name is None:
         return
     target = next((m for m in kernel.maps if m.name == map_name), None)
@@ -160,14 +173,15 @@ def fill_pre_execution(kernel: Kernel, file: str) -> None:
 
 def run(kernel: Kernel, program: Program, *, file: str = "", test: str = "",
         data_in: bytes | None = None, begin: Mapping | None = None,
-        insn_limit: int = 1_000_000) -> TestRun:
+        insn_limit: int = 1_000_000, loaded_as: Program | None = None) -> TestRun:
     """BPF_PROG_TEST_RUN of a `prepare`d program. `begin` holds extra `Kernel.begin` options
     (an exploration variant's helper values, map prefill...). Runs every program type that has a
-    context, also those test_run would leave alone (`contexts.unsupported`): callers decide."""
+    context, also those test_run would leave alone (`contexts.unsupported`): callers decide.
+    `loaded_as` is the program before `prepare` (`loaded`): the tags an oops names come from it."""
     if program.prog_type not in contexts.KINDS:
         raise CheckError(contexts.unsupported(program.prog_type), file=file or None)
     kernel.begin(program, test=test, **(begin or {}))
     fill_pre_execution(kernel, file)
     ctx = contexts.build(kernel, program.prog_type,
                          bytes(contexts.TEST_DATA_LEN) if data_in is None else data_in)
-    return TestRun(kernel.execute(program, args=(ctx.ctx,), insn_limit=insn_limit))
+    return TestRun(kernel.execute(program, args=(ctx.ctx,), insn_limit=insn_limit, loaded_as=loaded_as))

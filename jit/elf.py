@@ -22,6 +22,7 @@ import dataclasses
 import pathlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Mapping
 
 from jit import btf as B
 from jit import isa
@@ -59,6 +60,7 @@ class BpfObject:
         self.btf, self.ext = _btf_sections(elf)
         self.functions = _functions(elf)
         self.maps = _maps(elf, self.btf)
+        self._map_named = {m.name: m for m in self.maps.values()}
         resolver = Resolver(elf, self.functions, set(self.maps))
         for sec in elf.sections:
             if sec.executable:
@@ -72,13 +74,15 @@ class BpfObject:
         """The decl tags of a program's BTF FUNC, in BTF order."""
         return self.btf.decl_tags(entry.btf_id) if self.btf is not None and entry.btf_id else []
 
-    def program(self, name: str, *, prog_type: str) -> Program:
-        """Program `name` with every function it reaches appended. Raises NeedsKernel when it
-        uses kfuncs or kernel externs."""
+    def program(self, name: str, *, prog_type: str, kfuncs: Mapping[str, int] | None = None) -> Program:
+        """Program `name` with every function it reaches appended. A call of a kfunc named in
+        `kfuncs` becomes a kfunc call (src 2) with the id given there; any other kfunc or kernel
+        extern raises NeedsKernel."""
         if name not in self._keys:
             raise JitError(f"no program '{name}' in this object", file=self.file)
         linker = Linker(self.functions, lambda fn: self.refs[fn.key], self.maps.__getitem__,
-                        self.data_map, self.lines_of, self.file)
+                        self.data_map, self.lines_of, self.file, dict(kfuncs or {}),
+                        self._map_named.get)
         return link(linker, self._keys[name], prog_type)
 
     def lines_of(self, fn: Function) -> list[SourceLine | None]:

@@ -2,7 +2,9 @@
 function it calls or takes the address of, appended the first time it is reached (depth
 first); calls and ld_imm64 function addresses get the displacement to the appended copy; map
 and global references become PSEUDO_MAP_FD / PSEUDO_MAP_VALUE with an index into
-`Program.maps` (in order of first use) for the map fd.
+`Program.maps` (in order of first use, then the maps that used map-in-maps hold) for the
+map fd; calls of the kfuncs the caller names become PSEUDO_KFUNC_CALL with the caller's id
+for them (libbpf puts the kernel's BTF id there).
 
 Owns: placing functions and patching references. Must not import unicorn, capstone, anything
 from checks/ or bot/.
@@ -31,6 +33,8 @@ class Linker:
     data_map: Callable[[str], MapDef]                  # data section name -> its array map
     lines_of: Callable[[Function], list[SourceLine | None]]
     file: str
+    kfuncs: dict[str, int] = dataclasses.field(default_factory=dict)   # kfunc name -> the id to call
+    map_named: Callable[[str], MapDef | None] = lambda name: None      # any map of the object
     insns: list = dataclasses.field(default_factory=list)
     lines: dict[int, SourceLine] = dataclasses.field(default_factory=dict)
     funcs: list[tuple[int, str]] = dataclasses.field(default_factory=list)
@@ -76,6 +80,9 @@ class Linker:
             section, offset = ref.target
             self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_MAP_VALUE, imm=self.index(self.data_map(section)))
             self.insns[pc + 1] = dataclasses.replace(self.insns[pc + 1], imm=isa.s32(offset))
+        elif insn.is_call and ref.target in self.kfuncs:
+            self.insns[pc] = dataclasses.replace(insn, src=isa.PSEUDO_KFUNC_CALL, off=0,
+                                                 imm=self.kfuncs[ref.target])
         else:
             what = "calls kfunc" if insn.is_call else "refers to extern"
             raise NeedsKernel(f"{what} {ref.target}: needs kernel BTF", file=self.file, insn=pc)
@@ -83,6 +90,16 @@ class Linker:
     def index(self, mapdef: MapDef) -> int:
         """The map's index in Program.maps: maps are numbered in order of first use."""
         return self.maps.setdefault(mapdef.name, (len(self.maps), mapdef))[0]
+
+    def add_inner_maps(self) -> None:
+        """The maps a used map-in-map's `.values` names, after the used ones: libbpf creates
+        every map of the object, so those slots hold them (a prog array's `.values` names
+        programs, not maps)."""
+        for _, mapdef in list(self.maps.values()):
+            for _, name in mapdef.values if mapdef.type.endswith("_of_maps") else ():
+                inner = self.map_named(name)
+                if inner is not None:
+                    self.index(inner)
 
     def functions_named(self) -> tuple[tuple[int, str], ...]:
         """Placed functions, plus subprograms called by label inside one function (named by
@@ -95,6 +112,7 @@ class Linker:
 
 def link(linker: Linker, main: FuncKey, prog_type: str) -> Program:
     linker.place(main)
+    linker.add_inner_maps()
     name = linker.functions[main].name
     maps = tuple(m for _, m in linker.maps.values())
     return Program(name, tuple(linker.insns), maps, prog_type, linker.functions_named(),

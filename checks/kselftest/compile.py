@@ -218,7 +218,14 @@ def _cached(entry: pathlib.Path, *, fresh: bool = False) -> Built | None:
 
 
 def _store(staged: pathlib.Path, entry: pathlib.Path) -> None:
-    """Replace `entry` by `staged`; another process storing the same entry first is fine."""
+    """Put `staged` in place of `entry`. An entry another process stored meanwhile is kept (it is
+    as good as ours); only a stale one (a header changed since) is replaced."""
+    try:
+        staged.rename(entry)
+        return
+    except OSError:
+        if _cached(entry) is not None:
+            return
     shutil.rmtree(entry, ignore_errors=True)
     try:
         staged.rename(entry)
@@ -285,8 +292,12 @@ def _generated(directory: pathlib.Path, name: str, argv: list[str], **kwargs) ->
     return directory
 
 
-@functools.lru_cache(maxsize=None)
 def default_compiler() -> Compiler | None:
     """A Compiler on the default cache, or None without a clang that targets BPF."""
     clang = find_clang()
-    return Compiler(clang) if clang is not None else None
+    return _compiler(clang, default_cache()) if clang is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler(clang: str, cache: pathlib.Path) -> Compiler:
+    return Compiler(clang, cache=cache)

@@ -7,7 +7,8 @@ the importer's own `annotations.expectations`, and the SEC name through `section
 and a case from an object matches the case from its source field for field, except:
 `line` is the first line BTF line info gives for the function (the importer gives the line of
 its name), `naked` stays False (BTF does not record it), and programs with C bodies are
-there too, since the compiler built them.
+there too, since the compiler built them. Calls of the kfuncs the emulated kernel serves by
+name (`checks.iter_kfuncs`) are linked to their ids; other kfuncs leave the test skipped.
 
 Owns: ELF object → cases. Must not import unicorn, github or bot/.
 """
@@ -17,6 +18,7 @@ import dataclasses
 import pathlib
 
 from checks.errors import CheckError
+from checks.iter_kfuncs import KFUNC_IDS
 from checks.kselftest import annotations, sections
 from checks.kselftest.case import SelftestCase
 from jit.elf import BpfObject, Entry, NeedsKernel, is_bpf_object, read_object
@@ -73,7 +75,7 @@ def _case(obj: BpfObject, entry: Entry) -> SelftestCase:
         skip = f"arch {', '.join(a.lower() for a in fields['arch'])} only"
     else:
         try:
-            program = obj.program(entry.name, prog_type=found.prog_type)
+            program = obj.program(entry.name, prog_type=found.prog_type, kfuncs=KFUNC_IDS)
         except NeedsKernel as e:
             skip = e.message
     return SelftestCase(**base, **fields, prog_type=found.prog_type if found else None,

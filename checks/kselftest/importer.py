@@ -25,6 +25,9 @@ from checks.kselftest.tokens import Tok, group_end, split_top, string_value
 from jit.program import MapDef
 
 _ARCH = "X86_64"
+# libbpf's attribute-only macros (bpf_helpers.h) that may sit in a global's declaration:
+# `__hidden` (visibility) and the kptr type tags change nothing the importer lays out.
+_ATTRIBUTE_MACROS = frozenset("__hidden __weak __kptr __kptr_untrusted __percpu_kptr".split())
 
 
 def is_selftest_source(path: str | pathlib.Path) -> bool:
@@ -94,7 +97,7 @@ class _Unit:
             else:
                 self.externs.add(item.name)
             return
-        toks = list(item.toks)
+        toks = [t for t in item.toks if t.text not in _ATTRIBUTE_MACROS]
         section, toks = _take_section(toks)
         if section == ".maps":
             name = _declared_name(toks)

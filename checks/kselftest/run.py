@@ -32,6 +32,7 @@ from typing import Mapping
 from checks import contexts
 from checks.explore import FAITHFUL, Outcome, Surface, Variant, surface_of
 from checks.kselftest.case import SelftestCase
+from checks.kselftest.compiled import with_object
 from checks.kselftest.importer import load_cases
 from checks.results import EXECUTED, IMPORTED, SUITE, TestResult
 from jit.errors import BpfKasanError
@@ -88,6 +89,7 @@ class KselftestCase:
         self.name = case.name + mode.suffix
         self.msgs = mode.msgs
         self._prepared: Program | None = None
+        self._loaded: Program | None = None      # as libbpf loads it, for the tags
 
     # -- the runner's Case ----------------------------------------------------------------------
 
@@ -157,8 +159,9 @@ class KselftestCase:
 
     def prepared(self) -> Program:
         if self._prepared is None:
-            from checks.test_run import prepare
-            self._prepared = prepare(self.case.program, self.others)
+            from checks.test_run import loaded, prepare
+            self._loaded = loaded(self.case.program, self.others)
+            self._prepared = prepare(self._loaded)          # its tail-call targets are in
         return self._prepared
 
     def _execute(self, engine, variant: Variant, insn_limit: int):
@@ -166,7 +169,7 @@ class KselftestCase:
         options = variant.kernel_options()
         return test_run.run(test_run.kernel_for(engine), self.prepared(), file=self.path, test=self.id,
                             data_in=variant.packet, begin=options,
-                            insn_limit=max(insn_limit, VERIFIED_INSN_LIMIT))
+                            insn_limit=max(insn_limit, VERIFIED_INSN_LIMIT), loaded_as=self._loaded)
 
 
 def judge(mode: Mode, done) -> tuple[str, str]:
@@ -192,6 +195,9 @@ def runner_cases(cases: list[SelftestCase]) -> list[KselftestCase]:
 
 
 def c_file_cases(path: str, file_id: str) -> list[KselftestCase]:
-    """The runner's `FileType.cases` for selftest C files (`checks.kselftest.is_selftest_source`)."""
+    """The runner's `FileType.cases` for selftest C files (`checks.kselftest.is_selftest_source`):
+    the tests only a compiler builds come from the file's object when one can be made
+    (`checks.kselftest.compiled`)."""
     del file_id                      # ids are "<file name>::<function>", as test_progs names them
-    return runner_cases(load_cases(pathlib.Path(path)))
+    source = pathlib.Path(path)
+    return runner_cases(with_object(load_cases(source), source))

@@ -3,7 +3,8 @@
 It keeps GitHub's rules that matter to the outlet: a token is required, comments over 65,536
 characters are refused with 422 "Body is too long", a check-run request carrying more than 50
 annotations is refused, annotations sent in later PATCHes are appended, and lists are paginated
-with `Link` headers. Comments are authored by the token's login.
+with `Link` headers. Comments are authored by the token's login. A `public` fake also answers
+anonymous GETs (a public repository) and serves each PR's `.patch` from the web host.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
 
 class FakeGitHub(FakeServer):
-    def __init__(self, *, token: str = "ghs_test", login: str = "github-actions[bot]"):
+    def __init__(self, *, token: str = "ghs_test", login: str = "github-actions[bot]", public: bool = False):
         super().__init__()
         self.tokens = {token: login}
+        self.public = public                   # a public repository: anyone may GET without a token
         self.pulls: dict[int, dict] = {}
+        self.patches: dict[int, bytes] = {}
         self.comments: dict[int, list[dict]] = {}
         self.check_runs: dict[int, dict] = {}
         self._ids = itertools.count(1001)
@@ -34,15 +37,21 @@ class FakeGitHub(FakeServer):
                 ("POST", _REPO + r"/check-runs", self._create_check_run),
                 ("PATCH", _REPO + r"/check-runs/(?P<id>\d+)", self._edit_check_run)):
             self.route(method, pattern, self._authenticated(handler))
+        # The web host's `.patch` of a PR (`patch_url`): a format-patch mbox of its commits.
+        self.route("GET", r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pull/(?P<n>\d+)\.patch", self._pull_patch)
 
     # --- seeding ---
 
     def add_pull(self, number: int, head_sha: str, *, state: str = "open", owner: str = "o",
-                 repo: str = "r") -> dict:
+                 repo: str = "r", title: str | None = None, patch: bytes | None = None) -> dict:
         base = f"{self.url}/repos/{owner}/{repo}"
         self.pulls[number] = {"number": number, "state": state, "url": f"{base}/pulls/{number}",
-                              "issue_url": f"{base}/issues/{number}", "title": f"PR {number}",
+                              "issue_url": f"{base}/issues/{number}", "title": title or f"PR {number}",
+                              "html_url": f"{self.url}/{owner}/{repo}/pull/{number}",
+                              "patch_url": f"{self.url}/{owner}/{repo}/pull/{number}.patch",
                               "head": {"sha": head_sha, "ref": f"series/{number}"}, "base": {"ref": "main"}}
+        if patch is not None:
+            self.patches[number] = patch
         self.comments.setdefault(number, [])
         return self.pulls[number]
 
@@ -58,6 +67,8 @@ class FakeGitHub(FakeServer):
     def _authenticated(self, handler):
         def check(request: Request, match) -> Reply:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if self.public and request.method == "GET" and not scheme:
+                return handler(request, match, None)
             if scheme.lower() not in ("token", "bearer") or token not in self.tokens:
                 return Reply(401, {"message": "Bad credentials"})
             return handler(request, match, self.tokens[token])
@@ -67,6 +78,10 @@ class FakeGitHub(FakeServer):
         owner, repo = match["owner"], match["repo"]
         return Reply(200, {"id": 1, "name": repo, "full_name": f"{owner}/{repo}",
                            "url": f"{self.url}/repos/{owner}/{repo}"})
+
+    def _pull_patch(self, request, match):
+        patch = self.patches.get(int(match["n"]))
+        return Reply(200, patch, {"Content-Type": "text/plain"}) if patch else Reply(404, {"message": "Not Found"})
 
     def _list_pulls(self, request, match, login):
         state = request.query.get("state", "open")

@@ -1,4 +1,5 @@
-"""A tiny routed HTTP server on 127.0.0.1 for the outlet tests: records every request, answers JSON.
+"""A tiny routed HTTP server on 127.0.0.1 for the outlet tests: records every request, answers JSON
+(or raw bytes, for an mbox).
 
 Subclasses register routes as (method, path regex) → handler(request, match) → (status, body,
 headers). Failures can be queued to prove retries and error translation. Nothing leaves loopback.
@@ -29,7 +30,7 @@ class Request:
 @dataclass
 class Reply:
     status: int
-    body: object = None
+    body: object = None                # JSON-able, or bytes sent as they are
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,11 +89,12 @@ class FakeServer:
                 request = Request(self.command, url.path, dict(urllib.parse.parse_qsl(url.query)),
                                   {k.lower(): v for k, v in self.headers.items()}, _parse_body(self.headers, raw))
                 reply = server.dispatch(request)
-                payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+                raw = isinstance(reply.body, bytes)        # an mbox, say, rather than JSON
+                payload = reply.body if raw else b"" if reply.body is None else json.dumps(reply.body).encode()
+                headers = {"Content-Type": "application/octet-stream" if raw else "application/json; charset=utf-8",
+                           **reply.headers, "Content-Length": str(len(payload))}
                 self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in reply.headers.items():
+                for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)

@@ -1,4 +1,5 @@
-"""A small fake of patchwork's REST API 1.2: patches by Message-ID, and per-patch checks.
+"""A small fake of patchwork's REST API 1.2: series and their mbox, patches by Message-ID, and
+per-patch checks.
 
 It keeps patchwork's rules: checks are append-only, a POST needs `Authorization: Token`, `state`
 must be pending/success/warning/fail, `context` must match ^[-a-zA-Z0-9_]+$, and `target_url`
@@ -25,6 +26,17 @@ class FakePatchwork(FakeServer):
         self.route("GET", _API + r"/patches", self._find_patches)
         self.route("GET", _API + r"/patches/(?P<id>\d+)/checks", self._list_checks)
         self.route("POST", _API + r"/patches/(?P<id>\d+)/checks", self._create_check)
+        self.series: dict[int, bytes] = {}
+        self.route("GET", r"/api/series/(?P<id>\d+)", self._get_series)
+        self.route("GET", r"/series/(?P<id>\d+)/mbox", self._series_mbox)
+
+    def add_series(self, series_id: int, mbox: bytes, msgids, first_patch_id: int = 100) -> list[int]:
+        """A complete series, its mbox, and one patch per Message-ID; returns the patch ids."""
+        self.series[series_id] = mbox
+        ids = list(range(first_patch_id, first_patch_id + len(msgids)))
+        for patch_id, msgid in zip(ids, msgids):
+            self.add_patch(patch_id, msgid)
+        return ids
 
     def add_patch(self, patch_id: int, msgid: str, project: str = "netdevbpf") -> None:
         self.patches[patch_id] = {"id": patch_id, "msgid": f"<{msgid}>", "project": {"link_name": project}}
@@ -39,6 +51,19 @@ class FakePatchwork(FakeServer):
         found = [p for p in self.patches.values() if p["msgid"] == f"<{msgid}>"
                  and (project is None or p["project"]["link_name"] == project)]
         return Reply(200, found)
+
+    def _get_series(self, request, match):
+        series_id = int(match["id"])
+        if series_id not in self.series:
+            return Reply(404, {"detail": "Not found."})
+        total = sum(1 for p in self.patches.values())
+        return Reply(200, {"id": series_id, "received_all": True, "total": total, "received_total": total,
+                           "web_url": f"{self.url}/project/bpf/list/?series={series_id}",
+                           "mbox": f"{self.url}/series/{series_id}/mbox/"})
+
+    def _series_mbox(self, request, match):
+        mbox = self.series.get(int(match["id"]))
+        return Reply(200, mbox, {"Content-Type": "text/plain"}) if mbox else Reply(404, {"detail": "Not found."})
 
     def _list_checks(self, request, match):
         checks = self.checks.get(int(match["id"]))

@@ -33,6 +33,14 @@ def test_runner_findings_are_validated_and_normalised():
         findings_of({"findings": {}}, "head.json")
 
 
+def test_stricter_keeps_its_reason_and_an_old_flag_gets_one():
+    reason = "array map elements share one allocation in the kernel"
+    plain, with_reason, flagged = findings_of(results(finding(stricter=None), finding(id="f2", stricter=reason),
+                                                      finding(id="f3", stricter=True)), "head.json")
+    assert (plain.stricter, with_reason.stricter) == (None, reason)
+    assert flagged.stricter == "our objects are stricter than the kernel's here"
+
+
 def test_new_fixed_persisting():
     base = findings_of(results(finding(id="b1", insn=3, title="KASAN: use-after-free Read in bpf_prog_aaaaaaaaaaaaaaaa_oob"),
                                finding(id="b2", insn=7)), "base.json")

@@ -202,14 +202,14 @@ def test_triage_cli_from_lore_and_pr(server, tmp_path, monkeypatch):
     tree = _conflicting_tree(tmp_path)
     server.add(f"/all/{MSGID}/t.mbox.gz", gzip.compress(EXAMPLE_MBOX.read_bytes()))
     out = tmp_path / "lore.json"
-    assert main(["triage", "--msgid", MSGID, "--inbox-url", server.url, "--tree", tree, "-o", str(out)]) == 1
+    assert main(["triage", "--msgid", MSGID, "--inbox-url", server.url, "--tree", tree, "--format", "json", "-o", str(out)]) == 1
     lore = json.loads(out.read_text())
     assert lore["series"]["url"] == f"{server.url}/all/{MSGID}/"
     assert lore["apply"]["failed_seq"] == 1 and EXAMPLE_TEST in lore["apply"]["reason"]
     server.add("/repos/o/r/pulls/3", _pr_json(server, 3, title="PR title wins"))
     server.add("/o/r/pull/3.patch", EXAMPLE_MBOX.read_bytes())
     monkeypatch.setenv("GITHUB_API_URL", server.url)
-    assert main(["triage", "--pr", "o/r#3", "--tree", tree, "-o", str(out)]) == 1
+    assert main(["triage", "--pr", "o/r#3", "--tree", tree, "--format", "json", "-o", str(out)]) == 1
     assert json.loads(out.read_text())["series"]["subject"] == "PR title wins"
 
 

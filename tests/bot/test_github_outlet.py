@@ -98,6 +98,15 @@ def test_annotations_sit_at_the_bpf_source_line_with_a_level_per_change():
     assert notes[0]["message"].startswith("new in verifier_map_value/narrow_load, insn #7\n====")
 
 
+def test_an_unattributed_finding_is_annotated_without_an_instruction():
+    import dataclasses
+    triage = load("mixed")
+    unplaced = dataclasses.replace(triage.findings[0], insn=None)
+    (note,) = gh.annotations(dataclasses.replace(triage, findings=(unplaced,)))
+    assert note["message"].startswith("new in verifier_map_value/narrow_load\n====")
+    assert "None" not in note["message"]
+
+
 def test_the_pr_is_found_by_head_sha_across_pages(github):
     for n in range(100, 140):
         github.add_pull(n, f"{n:040x}")

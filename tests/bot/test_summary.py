@@ -70,9 +70,11 @@ def test_an_unknown_format_is_refused():
 
 def test_findings_are_deduplicated_by_title_and_ordered_new_fixed_persisting():
     md = summary.render(load("mixed"), "markdown")
-    bullets = [line for line in md.splitlines() if line.startswith("- KASAN:")]
+    bullets = [line for line in md.splitlines() if line.startswith("- `KASAN:")]
     assert len(bullets) == 3                      # three new findings share one title
-    assert "narrow\\_load" in bullets[0] and "(3 times)" in bullets[0] and "and 1 more test" in bullets[0]
+    assert bullets[0] == ("- `KASAN: slab-out-of-bounds Read in bpf_prog_ADDR_narrow_load` at "
+                          "`progs/verifier_map_value.c:49` in `verifier_map_value/narrow_load` and 1 more test "
+                          "(3 times)")
     assert md.index("New in this series") < md.index("Fixed by this series") < md.index("Persisting")
     summaries = re.findall(r"<summary>(\w+):", md)
     assert summaries == ["new", "fixed", "persisting"]
@@ -81,8 +83,26 @@ def test_findings_are_deduplicated_by_title_and_ordered_new_fixed_persisting():
 def test_tests_that_moved_to_success_say_what_kasan_found():
     md = summary.render(load("mixed"), "markdown")
     assert ("`verifier_map_value/narrow_load` (`progs/verifier_map_value.c:42`): the verifier now accepts "
-            "this; KASAN found KASAN: slab-out-of-bounds Read in bpf\\_prog\\_ADDR\\_narrow\\_load") in md
+            "this; KASAN found `KASAN: slab-out-of-bounds Read in bpf_prog_ADDR_narrow_load`") in md
     assert "the verifier now accepts this; KASAN found nothing in 16 variants" in md
+    # New findings come first, then the tests the verifier now accepts, then fixed and persisting.
+    assert md.index("New in this series") < md.index("now accepts (2)") < md.index("Fixed by this series")
+
+
+def test_each_report_is_folded_under_its_own_section():
+    md = summary.render(load("mixed"), "markdown")
+    new, rest = md.split("#### Tests the verifier now accepts")
+    assert re.findall(r"<summary>(\w+):", new) == ["new"]
+    assert re.findall(r"<summary>(\w+):", rest) == ["fixed", "persisting"]
+
+
+def test_an_unattributed_finding_never_shows_instruction_none():
+    triage = load("mixed")
+    unplaced = dataclasses.replace(triage.findings[0], insn=None, file=None, line=None)
+    only = dataclasses.replace(triage, findings=(unplaced,))
+    md, text = summary.render(only, "markdown"), summary.render(only, "text")
+    assert "None" not in md and "None" not in text
+    assert "function `narrow_load`; read of size 4" in md and "insn:" not in text
 
 
 def test_details_carry_the_report_instruction_and_source_line():

@@ -17,6 +17,8 @@ import subprocess
 import pytest
 import yaml
 
+from _cli_help import flags_in, help_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = pathlib.Path(os.environ.get("BPF_KASAN_ACTIONLINT")
@@ -146,3 +148,45 @@ def test_actionlint_would_catch_a_mistake(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text((WORKFLOWS / "bpf-kasan-post.yml").read_text().replace("checks: write", "checks: writ"))
     assert ['"writ" is invalid' in f["message"] for f in actionlint(bad)] == [True]
+
+
+# --- every flag a workflow passes to bpf-kasan exists in that command's real --help ---
+
+_COMMAND = re.compile(r"\bbpf-kasan (\w+)([^|;&\n]*)")        # a call, up to `||`, `|`, `;`, `&&` or EOL
+_ARGS_ARRAY = re.compile(r"\bargs\+?=\(([^)]*)\)")             # the bash array a step builds its flags in
+
+
+def flags_passed(script: str) -> dict[str, set[str]]:
+    """command → flags a step's script gives it: on its `bpf-kasan CMD` line and in `args=(...)` /
+    `args+=(...)` arrays (our workflows build arguments that way; one bpf-kasan command per step)."""
+    calls = _COMMAND.findall(script)
+    assert len({cmd for cmd, _ in calls}) <= 1, f"one bpf-kasan command per step: {calls}"
+    if not calls:
+        return {}
+    texts = [rest for _, rest in calls] + _ARGS_ARRAY.findall(script)
+    return {calls[0][0]: set().union(*map(flags_in, texts))}
+
+
+def workflow_flags(paths) -> dict[str, set[str]]:
+    wanted: dict[str, set[str]] = {}
+    for path in paths:
+        for _, step in steps(yaml.safe_load(path.read_text())):
+            for command, flags in flags_passed(step.get("run", "")).items():
+                wanted.setdefault(command, set()).update(flags)
+    return wanted
+
+
+def test_every_flag_the_workflows_pass_exists():
+    wanted = workflow_flags(all_files())
+    assert set(wanted) == {"triage", "run", "merge", "post"}
+    assert {"--shard", "--json", "--engine", "-k"} <= wanted["run"]
+    assert {"--mbox", "--msgid", "--pr", "--tree", "--base", "--explore", "--json-output"} <= wanted["triage"]
+    for command, flags in wanted.items():
+        assert flags - help_flags(command) == set(), f"bpf-kasan {command} has no such flag"
+
+
+def test_a_flag_that_does_not_exist_would_be_caught(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text((WORKFLOWS / "bpf-kasan.yml").read_text().replace('--shard "$SHARD', '--shards "$SHARD'))
+    wanted = workflow_flags([bad])
+    assert wanted["run"] - help_flags("run") == {"--shards"}
