@@ -68,8 +68,11 @@ def _at_least(minimum: int):
 
 def main(args: argparse.Namespace) -> int:
     from bot.config import load_config
+    from bot.errors import BotError
     from bot.series import parse_series
 
+    if args.post_patchwork and not args.patchwork_url:      # before the run, not after it
+        raise BotError("needs --patchwork-url", file="--post-patchwork")
     config = load_config(args.config)
     fetched = _fetch(args)
     parsed = parse_series(fetched.data, fetched.source, fetched.url)
@@ -97,7 +100,7 @@ def _fetch(args):
         return fetch.lore_mbox(args.msgid, args.inbox_url)
     if args.patchwork_series:
         if not args.patchwork_url:
-            raise BotError("--patchwork-series needs --patchwork-url", file="--patchwork-series")
+            raise BotError("needs --patchwork-url", file="--patchwork-series")
         return fetch.patchwork_mbox(args.patchwork_series, args.patchwork_url)
     return fetch.pr_mbox(args.pr)
 
@@ -129,10 +132,6 @@ def _emit(args, triage, waived, waivers) -> None:
 
 def _post_patchwork(args, waived, waivers, config) -> None:
     from bot.cmd_post import post_patchwork
-    from bot.errors import BotError
-
-    if not args.patchwork_url:
-        raise BotError("--post-patchwork needs --patchwork-url", file="--post-patchwork")
     post_patchwork(args.patchwork_url, waived, waivers, config.conclusion(waived), target_url=waived.series.url)
 
 

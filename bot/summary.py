@@ -1,7 +1,8 @@
 """Summaries of a triage: Markdown (PR comment, check run, job summary), plain text (mail), JSON.
 
-Owns: syzbot-style dedup of findings by title, the order things are shown in (new, fixed,
-persisting, then tests the verifier now accepts), escaping of untrusted text (titles, reports,
+Owns: syzbot-style dedup of findings by title, the order things are shown in (new findings with
+their reports folded under them, the tests the verifier now accepts, then fixed and persisting),
+escaping of untrusted text (titles, reports,
 names and URLs all come from strangers' patches and programs), and cutting a summary to a size
 limit, least important first, saying what was cut.
 

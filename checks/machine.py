@@ -313,11 +313,11 @@ class Machine:
         spins until the time limit."""
         smashed = self.alloc_text("corrupted_return_address", b"\x0f\x0b")    # ud2
         t = _Text(self.text.start + ((self._text_top + 15) & ~15))
-        t.emit(b"\x31\xc0")                                                   # xor eax, eax
-        t.riprel(b"\x48\x87\x05", self.kdata.start + _D_TARGET)             # xchg rax, [target]
-        t.emit(b"\x48\x85\xc0")                                             # test rax, rax
+        t.emit(b"\x45\x31\xdb")                                             # xor r11d, r11d
+        t.riprel(b"\x4c\x87\x1d", self.kdata.start + _D_TARGET)             # xchg r11, [target]
+        t.emit(b"\x4d\x85\xdb")                                             # test r11, r11
         t.riprel(b"\x0f\x84", smashed)                                        # jz smashed
-        t.emit(b"\xff\xe0")                                                   # jmp rax
+        t.emit(b"\x41\xff\xe3")                                             # jmp r11
         self._enter = self.alloc_text("bpf_prog_entry", bytes(t.code))
 
     def _install_hooks(self) -> None:

@@ -32,7 +32,7 @@ Must not import unicorn, capstone or bot/.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from checks import layout
@@ -150,23 +150,30 @@ class _Slab:
         return min((addr - self.base) // self.zone.stride, self.capacity - 1)
 
 
-def _cache_zone(object_size: int, start: int, size: int) -> _Zone:
+def _cache_zone(object_size: int) -> _Zone:
+    """Its geometry; `_zones` places it."""
     stride = round_up(object_size + max(MIN_REDZONE, kernel_redzone(object_size)), 16)
-    return _Zone(start, size, max(SLAB_MIN_BYTES, round_up(stride, PAGE)), stride, object_size,
+    return _Zone(0, 0, max(SLAB_MIN_BYTES, round_up(stride, PAGE)), stride, object_size,
                  cache_name(object_size))
 
 
 def _zones(base: int, end: int) -> list[_Zone]:
-    """Every size class's zone, in address order, after the arena's opening guard page."""
-    shares = CACHE_SHARE * len(KMALLOC_SIZES) + PAGE_SHARE * len(PAGE_CLASSES)
-    unit = max((end - base - PAGE) // shares // PAGE * PAGE, 0)
+    """Every size class's zone, in address order after the arena's opening guard page: first
+    one slab each (kmalloc caches first, then page classes by size) while the arena has room,
+    then what is left shared out, one share a cache, PAGE_SHARE a page class."""
+    specs = [(_cache_zone(size), CACHE_SHARE) for size in KMALLOC_SIZES]
+    specs += [(_Zone(0, 0, n, n, n, None), PAGE_SHARE) for n in PAGE_CLASSES]
+    room, kept = end - base - PAGE, []
+    for zone, share in specs:
+        if zone.step <= room:
+            room -= zone.step
+            kept.append((zone, share))
+    unit = room // max(sum(share for _, share in kept), 1) // PAGE * PAGE
     zones, start = [], base + PAGE
-    for object_size in KMALLOC_SIZES:
-        zones.append(_cache_zone(object_size, start, unit * CACHE_SHARE))
-        start += unit * CACHE_SHARE
-    for nbytes in PAGE_CLASSES:
-        zones.append(_Zone(start, unit * PAGE_SHARE, nbytes, nbytes, nbytes, None))
-        start += unit * PAGE_SHARE
+    for zone, share in kept:
+        size = zone.step + unit * share
+        zones.append(replace(zone, start=start, size=size))
+        start += size
     return zones
 
 
@@ -198,8 +205,8 @@ class Heap:
         zone = self._by_size.get(object_size or page_class(size))
         if zone is None:
             raise CheckError(f"kmalloc({size}) for {label}: the emulated heap [{self.base:#x}, "
-                             f"{self.end:#x}) is full for it: a page allocation holds at most "
-                             f"{PAGE_CLASSES[-1] - MIN_REDZONE} bytes")
+                             f"{self.end:#x}) is full: it has no zone for this size (a page "
+                             f"allocation holds at most {PAGE_CLASSES[-1] - MIN_REDZONE} bytes)")
         slab = next((s for s in self._slabs[zone] if not s.full), None) or self._carve(zone)
         addr = slab.base + len(slab.slots) * zone.stride
         obj = SlabObject(addr, size, object_size or size, zone.cache, label, stricter)

@@ -61,6 +61,13 @@ def test_comment_only_change_points_at_all_in_file(tmp_path):
     assert code == 0 and "try --all-in-file" in triage.notes[0]
 
 
+def test_patchwork_without_a_server_is_refused_before_anything_runs(capsys):
+    assert main(["triage", "--mbox", str(EXAMPLE_MBOX), "--tree", str(EXAMPLE_TREE), "--post-patchwork"]) == 2
+    assert main(["triage", "--patchwork-series", "1", "--tree", str(EXAMPLE_TREE)]) == 2
+    assert capsys.readouterr() == ("", "bpf-kasan: error: --post-patchwork: needs --patchwork-url\n"
+                                       "bpf-kasan: error: --patchwork-series: needs --patchwork-url\n")
+
+
 def test_malformed_mbox_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.mbox"
     bad.write_text("From x\nSubject: [PATCH 3/2] nope\n\n")
