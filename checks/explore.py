@@ -2,19 +2,28 @@
 
 What a variant changes (only what the program can see, so most programs get few variants):
 - helpers whose results the program cannot predict (`bpf_get_prandom_u32`, `bpf_ktime_get_ns`)
-  return an edge value on each of their first EDGE_CALLS calls: 0xffffffff, 0x80000000,
-  0x7fffffff, 0, 1 (the largest first: an unchecked random offset most often goes out of bounds
-  at its top);
+  return one value on each of their first EDGE_CALLS calls: first the boundary values of the
+  constants the program compares with (checks.boundary_values: `if r0 s> 24` → 24, 23, 25),
+  then the edge values 0xffffffff, 0x80000000, 0x7fffffff, 0, 1 (the largest first: an
+  unchecked random offset most often goes out of bounds at its top);
 - maps: hash maps pre-filled with the keys the faithful run looked up (`prefill`), so the
-  non-NULL path runs, with values as created (zero), then with every value byte at 0xff, 0x80
-  and 0x7f (`map=0xff`...);
+  non-NULL path runs; for a program that compares, first with value bytes 00 01 02 ...
+  (`map=ascending`) and each boundary value as a repeated u64 (`map=u64:0x18`); then values as
+  created (zero), then every byte at 0xff, 0x80 and 0x7f (`map=0xff`...);
+- socket lookups (bpf_sk_lookup_tcp/udp, bpf_skc_lookup_tcp), which find nothing in the test's
+  namespace, find a socket whose only reference the program then holds (`sk_lookup=found`):
+  bpf_sk_release frees it (checks.sock_helpers);
 - the packet (program types that get one under BPF_PROG_TEST_RUN): 64 bytes of 0xff (the
-  faithful packet is 64 zero bytes), the shortest frame (14 bytes), a full frame (1514 bytes).
+  faithful packet is 64 zero bytes), the shortest frame (14 bytes), a full frame (1514 bytes);
+- a ctx that is a plain buffer (tracepoint record, pt_regs, tracing arguments: values the kernel
+  hands the program), zero in the faithful run: each boundary value as a repeated u64, then
+  every byte 0xff (`ctx=0xff`).
 
 Each dimension the program uses is an axis with an ordered list of settings. Variant i takes setting
 `i mod len` of every axis (so the first few variants already move every axis), then the rest of
 the cartesian product follows in order. The list is a pure function of the program: the first N
-are the N explored, on every machine and in every shard.
+are the N explored, on every machine and in every shard, plus one more for each setting the
+program's own values add to its longest axis (`budget`), so they never crowd out the edges.
 
 Findings of variants get mode "explore" and name their variant; within a test they are deduplicated
 by (title, insn), the first run that found one keeping it (the faithful run comes first).
@@ -30,6 +39,7 @@ import traceback
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
+from checks.boundary_values import ascending, boundary_values, comparison_constants, reads_ctx, word
 from checks.results import TestResult
 from jit import isa
 from jit.errors import BpfKasanError
@@ -40,6 +50,10 @@ MODE_FAITHFUL, MODE_EXPLORE, MODE_STRICTER = "faithful", "explore", "stricter"
 EDGE_VALUES = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0, 1)
 # Helper id -> (kernel name, short name in variant names).
 EDGE_HELPERS = {7: ("get_prandom_u32", "prandom"), 5: ("ktime_get_ns", "ktime")}
+RESULT_BITS = {"get_prandom_u32": 32, "ktime_get_ns": 64}
+SOCKET_LOOKUPS = frozenset({84, 85, 99})           # sk_lookup_tcp/udp, skc_lookup_tcp
+SK_LOOKUP = "sk_lookup"                            # the override their emulation reads
+MASK64 = 0xFFFFFFFFFFFFFFFF
 MAP_HELPERS = frozenset({1, 2, 3})                 # map_lookup/update/delete_elem: maps in use
 MAP_FILLS = (None, 0xFF, 0x80, 0x7F)               # value bytes: as created (zero), then extremes
 EDGE_CALLS = 16                                    # calls that get the edge value, then defaults
@@ -55,8 +69,9 @@ class Variant:
     name: str
     helper_values: tuple[tuple[str, tuple[int, ...]], ...] = ()   # helper name -> results
     prefill: bool = False
-    map_fill: int | None = None                    # byte every map value is filled with
+    map_fill: int | bytes | None = None            # map value bytes: one byte, or a pattern
     packet: bytes | None = None                    # None: the test's own packet
+    ctx_in: bytes | None = None                    # pattern for a plain-buffer ctx; None: zero
 
     def kernel_options(self) -> dict:
         """Keyword arguments for `Kernel.begin`."""
@@ -74,13 +89,17 @@ class Surface:
     helpers: tuple[str, ...] = ()                  # EDGE_HELPERS kernel names it calls
     maps: bool = False                             # it calls a map helper on a map it declares
     packet: bool = False                           # its type sees a packet
+    constants: tuple[int, ...] = ()                # what it compares with (boundary_values)
+    sockets: bool = False                          # it looks sockets up
+    ctx: bool = False                              # it reads values from a plain-buffer ctx
 
 
-def surface_of(program: Program, *, packet: bool) -> Surface:
+def surface_of(program: Program, *, packet: bool, ctx: bool = False) -> Surface:
     called = {i.imm for i in program.insns if i.is_call and i.src == isa.CALL_HELPER}
     helpers = tuple(name for hid, (name, _) in EDGE_HELPERS.items() if hid in called)
     return Surface(helpers=helpers, maps=bool(program.maps) and bool(called & MAP_HELPERS),
-                   packet=packet)
+                   packet=packet, constants=comparison_constants(program),
+                   sockets=bool(called & SOCKET_LOOKUPS), ctx=ctx and reads_ctx(program))
 
 
 # A setting is (name, Variant fields); an axis is an ordered tuple of settings.
@@ -89,17 +108,32 @@ Setting = tuple[str, dict]
 
 def _axes(surface: Surface) -> list[tuple[Setting, ...]]:
     axes = []
+    boundary = boundary_values(surface.constants)
     if surface.maps:
-        axes.append(tuple((f"prefill, map={fill:#x}" if fill else "prefill",
-                           {"prefill": True, "map_fill": fill}) for fill in MAP_FILLS))
+        axes.append(_map_axis(boundary))
     short = {name: s for name, s in EDGE_HELPERS.values()}
     for helper in surface.helpers:
+        mask = (1 << RESULT_BITS[helper]) - 1
+        values = dict.fromkeys([v & mask for v in boundary] + list(EDGE_VALUES))
         axes.append(tuple((f"{short[helper]}={v:#x}",
-                           {"helper_values": ((helper, (v,) * EDGE_CALLS),)})
-                          for v in EDGE_VALUES))
+                           {"helper_values": ((helper, (v,) * EDGE_CALLS),)}) for v in values))
+    if surface.sockets:
+        axes.append((("sk_lookup=found", {"helper_values": ((SK_LOOKUP, (1,) * EDGE_CALLS),)}),))
     if surface.packet:
         axes.append(tuple((name, {"packet": data}) for name, data in PACKETS))
+    if surface.ctx:
+        patterns = [(f"ctx=u64:{v & MASK64:#x}", word(v)) for v in boundary]
+        axes.append(tuple((name, {"ctx_in": data})
+                          for name, data in patterns + [("ctx=0xff", b"\xff")]))
     return axes
+
+
+def _map_axis(boundary: tuple[int, ...]) -> tuple[Setting, ...]:
+    """Pre-filled maps: the program's own patterns first (when it compares), then byte fills."""
+    patterns = [("prefill, map=ascending", ascending())] if boundary else []
+    patterns += [(f"prefill, map=u64:{v & MASK64:#x}", word(v)) for v in boundary]
+    patterns += [(f"prefill, map={fill:#x}" if fill else "prefill", fill) for fill in MAP_FILLS]
+    return tuple((name, {"prefill": True, "map_fill": fill}) for name, fill in patterns)
 
 
 def _variant(settings: Iterable[Setting]) -> Variant:
@@ -122,6 +156,15 @@ def variants(surface: Surface) -> list[Variant]:
     order = diagonal + [p for p in itertools.product(*(range(len(a)) for a in axes))
                         if p not in diagonal]
     return [_variant(axis[i] for axis, i in zip(axes, picks)) for picks in order]
+
+
+def budget(surface: Surface, n: int) -> int:
+    """How many variants to run for `n` asked: n, plus one for each setting the program's own
+    values (boundary values, found sockets) added to its longest axis, so that they never push
+    the generic edge values out of the first n."""
+    def longest(s: Surface) -> int:
+        return max((len(axis) for axis in _axes(s)), default=0)
+    return n + longest(surface) - longest(replace(surface, constants=(), sockets=False)) if n else 0
 
 
 # -- running them --------------------------------------------------------------------------------
@@ -218,7 +261,8 @@ def explore_case(case: Explorable, result: TestResult, engine, insn_limit: int,
     if surface is None:
         return result
     try:
-        runs = explore(variant_runner(case, engine, insn_limit), variants(surface), n)
+        runs = explore(variant_runner(case, engine, insn_limit), variants(surface),
+                       budget(surface, n))
     except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
         return crashed(result, e, "exploration")
     return explored_result(result, runs)

@@ -1,8 +1,10 @@
 """Kernel functions the emulated kernel serves for the program types BPF_PROG_TEST_RUN runs, beyond
 the generic helpers of `checks.helpers`: the legacy packet loads LD_ABS / LD_IND and the skb and
 socket helpers the 6.12 selftests call, each as it behaves on test_run's skb (checks.contexts):
-no socket is bound in the test's namespace, the skb's socket is a full, non-TCP socket, and
-the skb is linear with no checksum state.
+no socket is bound in the test's namespace (an exploration variant may make a lookup find one,
+`checks.explore.SK_LOOKUP`, which bpf_sk_release then frees), the skb's socket is a full,
+non-TCP socket, and the skb is linear with no checksum state. Memory the program points them at
+goes through `kernel.helper_access` (checked like the kernel's instrumented C).
 
 LD_ABS / LD_IND: the JIT (jit/emit_mem.py) calls `call_address(0, -size)` with rdi = r6 (the skb
 ctx) and rsi = the offset, as the kernel's `bpf_gen_ld_abs` calls `bpf_skb_load_helper_{8,16,32}`;
@@ -17,7 +19,8 @@ from __future__ import annotations
 import struct
 
 from checks.contexts import SKB_DATA, SKB_DATA_END, SKB_DATA_META, Kernel, packet_of, skb_view
-from checks.helpers import HELPERS
+from checks.helpers import HELPERS, ktime_get_ns
+from checks.sock_helpers import SOCK_HELPERS, sk_fullsock, tcp_sock  # noqa: F401 (their old home)
 from jit.isa import s32
 
 ENOMEM, EFAULT, EINVAL, ERANGE, ENAMETOOLONG, EAFNOSUPPORT, ENOTSUPP = 12, 14, 22, 34, 36, 97, 524
@@ -25,14 +28,15 @@ MASK64 = 0xFFFFFFFFFFFFFFFF
 SKF_NET_OFF = -0x100000
 SKF_LL_OFF = -0x200000
 LOAD_SIZES = (1, 2, 4)
-IPPROTO_TCP = 6
-TCP_TIME_WAIT, TCP_NEW_SYN_RECV = 6, 12
 BPF_F_RECOMPUTE_CSUM, BPF_F_INVALIDATE_HASH = 1, 2
 FIB_LOOKUP_SIZE = 64                     # sizeof(struct bpf_fib_lookup)
 AF_INET, AF_INET6 = 2, 10
 BPF_FIB_LKUP_RET_NOT_FWDED = 4
 INITIAL_JIFFIES = 0xFFFEDB08             # (unsigned int)(-300 * HZ), HZ = 250
 STRTOX_BASE_MASK = 0x1F
+FIRST_SOCKET_COOKIE = 1
+LOOPBACK_MTU = 65536
+BPF_MTU_CHK_SEGS = 1
 
 
 def _neg(errno: int) -> int:
@@ -120,37 +124,39 @@ def fib_lookup(kernel, ctx, params, plen, flags, _):
     return BPF_FIB_LKUP_RET_NOT_FWDED if family in (AF_INET, AF_INET6) else _neg(EAFNOSUPPORT)
 
 
-# -- sockets ------------------------------------------------------------------------------------
-
-def sk_lookup(kernel, ctx, tuple_ptr, tuple_size, netns, flags):
-    """bpf_sk_lookup_{tcp,udp}, bpf_skc_lookup_tcp: nothing is bound in the test's namespace."""
-    return 0
-
-
-def sk_release(kernel, sk, *_):
-    return 0
-
-
-def _sock_field(kernel, sk: int, offset: int) -> int:
-    return struct.unpack("<I", kernel.helper_access.read(sk + offset, 4))[0]
-
-
-def sk_fullsock(kernel, sk, *_):
-    state = _sock_field(kernel, sk, 72)
-    return 0 if state in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV) else sk
-
-
-def tcp_sock(kernel, sk, *_):
-    """The socket as a bpf_tcp_sock if it is a full TCP socket (test_run's is not TCP)."""
-    if not sk_fullsock(kernel, sk) or _sock_field(kernel, sk, 12) != IPPROTO_TCP:
-        return 0
-    return sk
-
-
 # -- misc ---------------------------------------------------------------------------------------
 
 def jiffies64(kernel, *_):
     return INITIAL_JIFFIES + (kernel.next_ktime() >> 22)
+
+
+def ktime_get_coarse_ns(kernel, *args):
+    """The same clock at tick resolution; the emulated clock has no finer ticks to hide."""
+    return ktime_get_ns(kernel, *args)
+
+
+def get_socket_cookie(kernel, ctx, *_):
+    """The cookie of the skb's socket: the first one the namespace hands out."""
+    return FIRST_SOCKET_COOKIE
+
+
+def get_stack(kernel, ctx, buf, size, flags, _):
+    """No stack trace is recorded for an emulated run: zero bytes written."""
+    return 0
+
+
+def skb_pull_data(kernel, skb, length, *_):
+    """test_run's skb is linear and not cloned: pulling up to its length changes nothing (the
+    packet pointers the verifier invalidates stay where they were); more is -ENOMEM."""
+    return 0 if length & 0xFFFFFFFF <= skb_view(kernel, skb).len else _neg(ENOMEM)
+
+
+def check_mtu(kernel, ctx, ifindex, mtu_len, len_diff, flags):
+    """bpf_check_mtu on the loopback device: every length fits; *mtu_len gets its MTU."""
+    if flags & ~BPF_MTU_CHK_SEGS:
+        return _neg(EINVAL)
+    kernel.helper_access.write(mtu_len, struct.pack("<I", LOOPBACK_MTU))
+    return 0
 
 
 def d_path(kernel, path, buf, size, *_):
@@ -166,18 +172,30 @@ def d_path(kernel, path, buf, size, *_):
 def strtoul(kernel, buf, buf_len, flags, res, _):
     """bpf_strtoul: leading spaces, base from `flags` (0 = by prefix), the value into *res,
     the number of characters consumed, or -EINVAL / -ERANGE."""
+    return _strtox(kernel, buf, buf_len, flags, res, signed=False)
+
+
+def strtol(kernel, buf, buf_len, flags, res, _):
+    """bpf_strtol: as bpf_strtoul, after an optional '-' (counted), within the s64 range."""
+    return _strtox(kernel, buf, buf_len, flags, res, signed=True)
+
+
+def _strtox(kernel, buf, buf_len, flags, res, *, signed: bool) -> int:
     buf_len = s32(buf_len)
     if flags & ~STRTOX_BASE_MASK or buf_len <= 0:
         return _neg(EINVAL)
     text = kernel.helper_access.read(buf, min(buf_len, 63)).split(b"\0")[0]
-    parsed = parse_unsigned(text, flags & STRTOX_BASE_MASK)
+    body = text.lstrip(b" \t\n\r\v\f")
+    negative = signed and body.startswith(b"-")
+    parsed = parse_unsigned(body[1:] if negative else body, flags & STRTOX_BASE_MASK)
     if parsed is None:
         return _neg(EINVAL)
     value, consumed = parsed
-    if value > MASK64:
+    value = -value if negative else value
+    if not (-(1 << 63) <= value < (1 << 63) if signed else value <= MASK64):
         return _neg(ERANGE)
-    kernel.helper_access.write(res, struct.pack("<Q", value))
-    return consumed
+    kernel.helper_access.write(res, struct.pack("<Q", value & MASK64))
+    return consumed + len(text) - len(body) + negative
 
 
 def parse_unsigned(text: bytes, base: int) -> tuple[int, int] | None:
@@ -204,10 +222,11 @@ def parse_unsigned(text: bytes, base: int) -> tuple[int, int] | None:
 EXTRA_HELPERS = {
     9: ("skb_store_bytes", skb_store_bytes), 34: ("get_hash_recalc", get_hash_recalc),
     40: ("csum_update", csum_update), 43: ("skb_change_head", skb_change_head),
-    69: ("fib_lookup", fib_lookup), 84: ("sk_lookup_tcp", sk_lookup), 85: ("sk_lookup_udp", sk_lookup),
-    86: ("sk_release", sk_release), 95: ("sk_fullsock", sk_fullsock), 96: ("tcp_sock", tcp_sock),
-    99: ("skc_lookup_tcp", sk_lookup), 106: ("strtoul", strtoul), 118: ("jiffies64", jiffies64),
-    147: ("d_path", d_path),
+    39: ("skb_pull_data", skb_pull_data), 46: ("get_socket_cookie", get_socket_cookie),
+    67: ("get_stack", get_stack), 69: ("fib_lookup", fib_lookup),
+    105: ("strtol", strtol), 106: ("strtoul", strtoul), 118: ("jiffies64", jiffies64),
+    147: ("d_path", d_path), 160: ("ktime_get_coarse_ns", ktime_get_coarse_ns),
+    163: ("check_mtu", check_mtu), **SOCK_HELPERS,
 }
 
 

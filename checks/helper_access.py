@@ -166,8 +166,9 @@ def helper_finding(ctx: ReportContext, item: Attributed, call: HelperCall, *, te
     """The report of a helper's bad access: checks.report's, with the helper as the frame the
     access happened in and the program's `call` as the instruction it is attributed to."""
     rec = item.record
-    slot = ctx.image.insn_at(rec.ret_ip - 1 - ctx.image.base)
-    site = CheckSite(slot, rec.ret_ip - ctx.image.base, rec.size, rec.is_write, 0, 0)
+    offset = rec.ret_ip - ctx.image.base
+    site = CheckSite(ctx.image.insn_at(offset - 1), offset, rec.size, rec.is_write, 0, 0) \
+        if 0 < offset <= len(ctx.image.code) else None
     base = build_finding(ctx, Attributed(rec, site, item.func), test=test, variant=variant,
                          tainted=tainted)
     _, prog_frame = code_symbol(ctx, rec.ret_ip)

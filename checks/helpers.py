@@ -41,6 +41,10 @@ MASK64 = 0xFFFFFFFFFFFFFFFF
 EFAULT, EINVAL, ENOENT = 14, 22, 2
 TASK_COMM = b"test_progs"
 KTIME_START, KTIME_STEP = 1_000_000_000, 1000
+# Room for any field a program reads through a task pointer (the kernel's task_struct is some
+# 9-10 KiB; its layout comes from vmlinux BTF, which the emulator does not have): all zero.
+TASK_STRUCT_SIZE = 12 * 1024
+CURRENT_TASK = "current task"            # Kernel.run_state key
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,11 @@ def _neg(errno: int) -> int:
 
 
 def _map(kernel, addr: int, helper: str):
+    """The map at `addr`. The kernel's helper first loads map->ops from there: a pointer to no
+    memory is a report and an oops in the helper; memory that holds no map is our error."""
     m = kernel.map_at(addr)
     if m is None:
+        kernel.helper_access.read(addr, 8)
         raise HelperError(f"bpf_{helper}: r1 = {addr:#x} is not a map")
     return m
 
@@ -148,20 +155,22 @@ def ringbuf_reserve(kernel, map_addr, size, flags, *_):
     return 0 if flags else _ringbuf(kernel, map_addr, "ringbuf_reserve").reserve(size)
 
 
-def _commit(kernel, record: int, state: str) -> int:
+def _commit(kernel, record: int, state: str, helper: str) -> int:
+    """Submit or discard a record. The kernel finds the ring buffer from the record header
+    just before it: a pointer to anything else is read there (checked), then is our error."""
     for m in kernel.maps:
         if isinstance(m, RingBuf) and m.commit(record, state):
             return 0
-    raise HelperError(f"bpf_ringbuf_{state[:-2] if state.endswith('ed') else state}: "
-                      f"{record:#x} is not a reserved ring buffer record")
+    kernel.helper_access.read(record - RingBuf.RECORD_HEADER, RingBuf.RECORD_HEADER)
+    raise HelperError(f"bpf_{helper}: {record:#x} is not a reserved ring buffer record")
 
 
 def ringbuf_submit(kernel, record, flags, *_):
-    return _commit(kernel, record, "submitted")
+    return _commit(kernel, record, "submitted", "ringbuf_submit")
 
 
 def ringbuf_discard(kernel, record, flags, *_):
-    return _commit(kernel, record, "discarded")
+    return _commit(kernel, record, "discarded", "ringbuf_discard")
 
 
 def ringbuf_output(kernel, map_addr, data, size, flags, _):
@@ -259,6 +268,26 @@ def get_current_uid_gid(kernel, *_):
     return 0
 
 
+def get_current_task(kernel, *_):
+    """bpf_get_current_task{,_btf}: the current task, one zeroed task_struct per run."""
+    task = kernel.run_state.get(CURRENT_TASK)
+    if task is None:
+        task = kernel.run_state[CURRENT_TASK] = kernel.kmalloc(TASK_STRUCT_SIZE, "task_struct")
+    return task
+
+
+def copy_from_user(kernel, dst, size, user_ptr, *_):
+    """The emulated task maps no user memory: -EFAULT, the destination zeroed (checked)."""
+    kernel.helper_access.fill(dst, size & 0xFFFFFFFF)
+    return _neg(EFAULT)
+
+
+def copy_from_user_task(kernel, dst, size, user_ptr, task, flags):
+    if flags:
+        return _neg(EINVAL)
+    return copy_from_user(kernel, dst, size, user_ptr) if size & 0xFFFFFFFF else 0
+
+
 def get_current_comm(kernel, buf, size, *_):
     size &= 0xFFFFFFFF
     if not size:
@@ -327,7 +356,8 @@ _IMPLEMENTED = {
     1: map_lookup_elem, 2: map_update_elem, 3: map_delete_elem, 4: probe_read, 5: ktime_get_ns,
     6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id, 14: get_current_pid_tgid,
     15: get_current_uid_gid, 16: get_current_comm, 26: skb_load_bytes, 28: csum_diff,
-    42: get_numa_node_id, 81: get_local_storage, 93: spin_lock, 94: spin_lock,
+    35: get_current_task, 42: get_numa_node_id, 81: get_local_storage, 93: spin_lock, 94: spin_lock,
+    148: copy_from_user, 158: get_current_task, 191: copy_from_user_task,
     112: probe_read, 113: probe_read, 130: ringbuf_output, 131: ringbuf_reserve,
     132: ringbuf_submit, 133: ringbuf_discard, 134: ringbuf_query,
     107: storage_get, 108: storage_delete, 145: storage_get, 146: storage_delete,
@@ -339,7 +369,9 @@ _EXTRA_NAMES = {"bpf_probe_read_user": 112, "bpf_get_current_uid_gid": 15,
                 "bpf_task_storage_delete": 157, "bpf_cgrp_storage_get": 210,
                 "bpf_cgrp_storage_delete": 211,
                 "bpf_get_current_comm": 16, "bpf_get_numa_node_id": 42, "bpf_ringbuf_query": 134,
-                "bpf_for_each_map_elem": 164}
+                "bpf_for_each_map_elem": 164, "bpf_get_current_task": 35,
+                "bpf_copy_from_user": 148, "bpf_get_current_task_btf": 158,
+                "bpf_copy_from_user_task": 191}
 # Native (checks/native_helpers.py), and compiled inline by the JIT.
 LOOP, FOR_EACH_MAP_ELEM, TAIL_CALL = 181, 164, 12
 

@@ -119,6 +119,7 @@ class Kernel:
         self.maps: list[MapObject] = []
         self.lookups: list[tuple[int, bytes]] = []
         self.trace_output: list[str] = []
+        self.run_state: dict = {}                    # helpers' own per-run bookkeeping
         self._by_addr: dict[int, MapObject] = {}
         self._begun: Program | None = None
         self.test = self.variant = ""
@@ -156,7 +157,7 @@ class Kernel:
         self.test, self.variant = test, variant
         self._overrides = {name: list(values) for name, values in (helper_values or {}).items()}
         self.rng, self._ktime = random.Random(seed), H.KTIME_START
-        self.lookups, self.trace_output = [], []
+        self.lookups, self.trace_output, self.run_state = [], [], {}
         self.maps = [make_map(self, i, d, map_fill) for i, d in enumerate(program.maps)]
         named = {m.name: m for m in self.maps}
         for m in self.maps:

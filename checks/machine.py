@@ -19,9 +19,15 @@ the helper dispatch point; runs are bounded by the JIT's instruction budget and 
 watchdog thread, never by `count=`.
 
 How a run goes: a trampoline in kernel text loads BPF r1-r5 from data slots and `call`s the
-image; the image returns into the trampoline, which stores rax in a slot, marks the run done and
-reaches the exit marker, where emu_start stops. So a normal run needs no register API call at
-all. Faults are results (`Fault`, see checks.oops), never exceptions.
+image (through an entry stub that takes the image address only once); the image returns into the
+trampoline, which stores rax in a slot, marks the run done and reaches the exit marker, where
+emu_start stops. So a normal run needs no register API call at all. Faults are results (`Fault`,
+see checks.oops), never exceptions. A return address a helper smashed cannot rerun the program:
+unused kernel text is int3 and a second pass through the entry stub hits ud2.
+
+Shadow as KASAN leaves it: the vmalloc shadow is VMALLOC_INVALID except for the task stack; the
+shadow of any other kernel address reads as the early shadow page (zero), mapped on demand the
+first time a check reads it, so the access itself then faults at its own address.
 
 Owns: regions, TLB fill, code loading, stubs, helper dispatch, the run loop, fault capture.
 Must not import github or anything from bot/.
@@ -83,6 +89,9 @@ _DATA_FREE = 0x1000
 FIXED_AREA = 0x100000
 _DONE, _OUT_OF_BUDGET = 1, 2
 
+# Shadow pages mapped on demand (`_zero_shadow_for`): at most this many a run, and in all.
+ZERO_SHADOW_PER_RUN, ZERO_SHADOW_PAGES = 16, 1024
+_SHADOW_SPACE = (layout.KASAN_SHADOW_START, layout.shadow(MASK64) + 1)
 DEFAULT_INSN_LIMIT = 1_000_000
 DEFAULT_TIME_LIMIT = 3.0             # seconds; a backstop behind the instruction budget
 
@@ -211,6 +220,7 @@ class Machine:
         self._fault_access: tuple[int, int, int] | None = None
         self._guards: list[tuple[int, int]] = []              # sorted, disjoint
         self._trap: int | None = None
+        self._zero_shadow: set[int] = set()                  # early-shadow pages mapped so far
         self.fixed_shadow = ShadowView(layout.DIRECT_MAP, self.heap_shadow.view[:FIXED_AREA >> 3])
         self.fixed_shadow.fill(PAGE_REDZONE)
         self.slab = Heap(ShadowView(layout.DIRECT_MAP + FIXED_AREA,
@@ -642,6 +652,10 @@ class Machine:
         self.uc.context_restore(self._context)
         started = time.perf_counter()
         crash = self._emulate(self.entry, time_limit)
+        for _ in range(ZERO_SHADOW_PER_RUN):
+            if not self._zero_shadow_for(crash):
+                break
+            crash = self._emulate(self.uc.reg_read(UC_X86_REG_RIP), time_limit)
         elapsed = time.perf_counter() - started
         r0, status, remaining = _RESULT_SLOTS.unpack_from(view, _D_R0)
         used = max(insn_limit - remaining, 0) + len(image.insn_offsets) - 1
@@ -686,6 +700,26 @@ class Machine:
                 begin += 1                    # stopped right after the hook: never serve twice
             if begin == self.exit_marker:     # jumped there past the trampoline: `run` reports it
                 return None
+
+    def _zero_shadow_for(self, crash) -> bool:
+        """After a read fault: if it was a KASAN check reading shadow the emulator does not map
+        (the shadow of a kernel address outside our regions), map a zero page there, as the
+        kernel's early shadow page reads, so the check passes and the access itself faults at
+        its own address. True when the run can resume."""
+        if not (isinstance(crash, UcError) and crash.errno == UC_ERR_READ_UNMAPPED):
+            return False
+        if len(self._zero_shadow) >= ZERO_SHADOW_PAGES:
+            return False
+        self._fault_access = None
+        self._replay_fault(self.uc.reg_read(UC_X86_REG_RIP))
+        address = self._fault_access[1] if self._fault_access else 0
+        page = address & ~(layout.PAGE - 1)
+        if not _SHADOW_SPACE[0] <= address < _SHADOW_SPACE[1] or page in self._zero_shadow:
+            return False
+        self.uc.mem_map(page, layout.PAGE, UC_PROT_READ)
+        self._zero_shadow.add(page)
+        self._fault_access = None
+        return True
 
     def _fault(self, crash, image: Image, tag: str) -> Fault:
         rip = self.uc.reg_read(UC_X86_REG_RIP)

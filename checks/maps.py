@@ -16,7 +16,9 @@ map refuses a new key with -E2BIG while an LRU one evicts its least recently use
 from an array is -EINVAL, a deleted hash value stays valid memory (the kernel recycles elements
 through a free list without poisoning them). Per-CPU maps have one CPU.
 
-`memory` is the emulated kernel (checks.kernel.Kernel): kmalloc, read, write.
+`fill` (exploration) sets every new value's bytes: one byte value repeated, or a byte pattern
+repeated (checks.boundary_values). `memory` is the emulated kernel (checks.kernel.Kernel):
+kmalloc, read, write.
 Owns: map semantics and layouts. Must not import unicorn or bot/.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 
+from checks.boundary_values import fill_bytes
 from checks.errors import CheckError
 from jit.program import MapDef
 
@@ -42,7 +45,7 @@ _HEADER = struct.Struct("<IIII")
 class MapObject:
     """One map of the current run. `index` is its place in `Program.maps`."""
 
-    def __init__(self, memory, index: int, definition: MapDef, fill: int | None = None):
+    def __init__(self, memory, index: int, definition: MapDef, fill: int | bytes | None = None):
         self.memory, self.index, self.definition, self.fill = memory, index, definition, fill
         self.addr = self._make_struct()
 
@@ -92,7 +95,7 @@ class MapObject:
             raise CheckError(f"map {self.name}: value_size {size} has no values to look up")
         addr = self.memory.kmalloc(size, label, stricter=stricter)
         if self.fill is not None:
-            self.memory.write(addr, bytes([self.fill]) * size)
+            self.memory.write(addr, fill_bytes(self.fill, size))
         if initial:
             self.memory.write(addr, initial[:size])
         return addr
@@ -310,7 +313,7 @@ EMPTY_TYPES = ("perf_event_array", "stack_trace", "cgroup_array", "lpm_trie", "d
                "devmap_hash", "struct_ops", "bloom_filter", "user_ringbuf")
 
 
-def make_map(memory, index: int, definition: MapDef, fill: int | None = None) -> MapObject:
+def make_map(memory, index: int, definition: MapDef, fill: int | bytes | None = None) -> MapObject:
     """The map object for `definition`; CheckError for a type the emulator does not have."""
     if definition.type in _LRU:
         return HashMap(memory, index, definition, fill, lru=True)

@@ -19,10 +19,10 @@ Determinism: every size class owns a zone of the arena at a fixed place, and sla
 always sits at the same address. So the addresses a run gets, and the shadow and objects around
 them, depend only on that run's own allocations, never on what ran before in the process (a test
 gives the same report with -j 1 or -j 2, in any order). A slab not carved yet reads exactly like
-an empty carved one; the first PRESET_SLABS of each zone are carved at start-up. The one trace of
-history left: a guard page exists only once its slab has been carved, so an access that lands on
-the guard page of a slab beyond PRESET_SLABS that some earlier run needed faults where it would
-otherwise be reported.
+an empty carved one; PRESET_SLABS of each cache (one of each page class) are carved at start-up.
+The one trace of history left: a guard page exists only once its slab has been carved, so an
+access that lands on the guard page of a later slab some earlier run needed faults where it
+would otherwise be reported.
 
 The heap owns addresses and shadow bytes only. The machine owns the bytes themselves: it maps
 each new slab (`on_new_slab` callback, or `mapped_ranges()`), and writes object contents.
@@ -285,8 +285,9 @@ class Heap:
     def _carve(self, zone: _Zone) -> _Slab:
         slabs = self._slabs[zone]
         if len(slabs) >= zone.max_slabs:
+            what = zone.cache or "a page allocation"
             raise CheckError(f"kmalloc: the emulated heap [{self.base:#x}, {self.end:#x}) is full "
-                             f"({zone.slab_bytes} more bytes for {zone.cache or 'a page allocation'})")
+                             f"({zone.slab_bytes} more bytes for {what})")
         slab = _Slab(zone, zone.slab_base(len(slabs)))
         slabs.append(slab)
         if self.on_new_slab:

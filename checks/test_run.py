@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from checks import contexts
+from checks.boundary_values import fill_bytes
 from checks.ctx_convert import convert
 from checks.errors import CheckError
 from checks.extra_helpers import register_extra_helpers
@@ -173,15 +174,22 @@ def fill_pre_execution(kernel: Kernel, file: str) -> None:
 
 def run(kernel: Kernel, program: Program, *, file: str = "", test: str = "",
         data_in: bytes | None = None, begin: Mapping | None = None,
-        insn_limit: int = 1_000_000, loaded_as: Program | None = None) -> TestRun:
+        insn_limit: int = 1_000_000, loaded_as: Program | None = None,
+        ctx_in: bytes | None = None) -> TestRun:
     """BPF_PROG_TEST_RUN of a `prepare`d program. `begin` holds extra `Kernel.begin` options
     (an exploration variant's helper values, map prefill...). Runs every program type that has a
     context, also those test_run would leave alone (`contexts.unsupported`): callers decide.
-    `loaded_as` is the program before `prepare` (`loaded`): the tags an oops names come from it."""
+    `loaded_as` is the program before `prepare` (`loaded`): the tags an oops names come from it.
+    `ctx_in`: a byte pattern the ctx is filled with, for the types whose ctx is a plain buffer
+    (tracepoint record, pt_regs, tracing arguments); others keep theirs."""
     if program.prog_type not in contexts.KINDS:
         raise CheckError(contexts.unsupported(program.prog_type), file=file or None)
     kernel.begin(program, test=test, **(begin or {}))
-    fill_pre_execution(kernel, file)
+    if (begin or {}).get("map_fill") is None:        # a variant's map contents win
+        fill_pre_execution(kernel, file)
     ctx = contexts.build(kernel, program.prog_type,
                          bytes(contexts.TEST_DATA_LEN) if data_in is None else data_in)
+    kind = contexts.KINDS[program.prog_type]
+    if ctx_in is not None and isinstance(kind, contexts.BufferKind):
+        kernel.write(ctx.ctx, fill_bytes(ctx_in, kind.size))
     return TestRun(kernel.execute(program, args=(ctx.ctx,), insn_limit=insn_limit, loaded_as=loaded_as))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from checks.explore import (FAITHFUL, Explorable, Outcome, Variant, crashed, explore,
+from checks.explore import (FAITHFUL, Explorable, Outcome, Variant, budget, crashed, explore,
                             explored_findings, variant_runner, variants)
 from checks.results import TestResult
 
@@ -60,7 +60,7 @@ def what_if_case(case: Explorable, result: TestResult, engine, insn_limit: int,
     try:
         runs = explore(run, [FAITHFUL], 1)
         if runs[0][1].error is None:
-            runs += explore(run, variants(surface), n)
+            runs += explore(run, variants(surface), budget(surface, n))
     except Exception as e:                # noqa: BLE001 - a crash of ours makes the test an error
         return crashed(result, e, "what-if")
     return what_if_result(result, runs, memory=is_memory_rejection(case.msgs))

@@ -143,7 +143,8 @@ class KselftestCase:
         program = self.case.program
         if program is None or program.prog_type not in contexts.KINDS:
             return None
-        return surface_of(self.prepared(), packet=contexts.has_packet(program.prog_type))
+        return surface_of(self.prepared(), packet=contexts.has_packet(program.prog_type),
+                          ctx=isinstance(contexts.KINDS[program.prog_type], contexts.BufferKind))
 
     def run_variant(self, engine, variant: Variant, *, insn_limit: int) -> Outcome:
         if self.surface() is None:
@@ -169,7 +170,7 @@ class KselftestCase:
         from checks import test_run
         options = variant.kernel_options()
         return test_run.run(test_run.kernel_for(engine), self.prepared(), file=self.path, test=self.id,
-                            data_in=variant.packet, begin=options,
+                            data_in=variant.packet, ctx_in=variant.ctx_in, begin=options,
                             insn_limit=self._insn_limit(insn_limit), loaded_as=self._loaded)
 
     def _insn_limit(self, insn_limit: int) -> int:
