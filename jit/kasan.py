@@ -12,11 +12,13 @@ Outline mode emits the merged kernel's exact bytes before the access:
     pop r11 ... rax
 Inline mode keeps that sequence out of line, after the function, behind a fast path that only
 reads shadow memory:
-    lea r11, [base+off]; mov r10, r11; sar r10, 47; cmp r10, -1; jne slow   (no shadow: wild)
-    shr r11, 3; movabs r10, KASAN_SHADOW_OFFSET; cmp byte [r11+r10], 0; jne slow
-    (N > 1) lea r11, [base+off+N-1]; shr r11, 3; cmp byte [r11+r10], 0; jne slow
+    lea r11, [base+off+N]; mov r10, r11; sar r10, 47; cmp r10, -1; jne slow   (wild, or wraps)
+    lea r11, [base+off+N-1]; shr r11, 3; movabs r10, KASAN_SHADOW_OFFSET
+    cmp byte [r11+r10], 0; jne slow
+    (N > 1) lea r11, [base+off]; shr r11, 3; cmp byte [r11+r10], 0; jne slow
 The slow path is the outline sequence followed by `jmp` back to the access. The fast path goes
-slow whenever `__asan_*` could report: an address below the shadowed kernel half, or a non-zero
+slow whenever `__asan_*` could report: a range ending below the shadowed kernel half (a wild
+address, or a range that wraps past 2**64), or a non-zero
 shadow byte for the first or the last byte (an unaligned access may straddle two granules). So
 both modes report exactly the same accesses, through the same `__asan_*` call; the CheckSite's
 return offset is that call's, as the kernel's `_RET_IP_`.
@@ -120,17 +122,22 @@ def fast_path(base: int, off: int, size: int) -> tuple[bytes, tuple[int, ...]]:
         emit_jcc32(code, Cond.NE, 0)
         fields.append(len(code) - 4)
 
-    emit_lea(code, AUX, base, off)
+    # The metadata test looks at the end of the range: one that wraps past 2**64 (the kernel's
+    # `addr + size < addr`) ends below the kernel half, so it goes to the slow path, where
+    # __asan_* reports it as outline mode does. (A range straddling 0xffff800000000000 from
+    # below, non-canonical on x86-64, is the one case that faults on the shadow read instead.)
+    emit_lea(code, AUX, base, off + size)
     emit_mov_rr(code, SCRATCH, AUX, True)
     emit_shift_ri(code, Ext.SAR, SCRATCH, _NO_SHADOW_SHIFT, True)
     emit_alu_ri(code, Ext.CMP, SCRATCH, -1, True, rax_short=False)
     jne_slow()
+    emit_lea(code, AUX, base, off + size - 1)
     emit_shift_ri(code, Ext.SHR, AUX, 3, True)
     emit_movabs(code, SCRATCH, KASAN_SHADOW_OFFSET)
     emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
     jne_slow()
     if size > 1:
-        emit_lea(code, AUX, base, off + size - 1)
+        emit_lea(code, AUX, base, off)
         emit_shift_ri(code, Ext.SHR, AUX, 3, True)
         emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
         jne_slow()
