@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="how the JIT emits KASAN checks (default: inline)")
     kasan.add_argument("--no-kasan", action="store_true", help="run without KASAN checks")
     parser.add_argument("--multishot", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep every KASAN report, not only the first (default: on)")
+                        help="keep every KASAN report (default: on); --no-multishot keeps only the "
+                             "first of the whole invocation, as the kernel without kasan_multi_shot, "
+                             "and so runs in one process")
     parser.add_argument("--no-compile", action="store_true",
                         help="never build a selftest's C-bodied tests with clang (they stay skipped: "
                              "'needs a compiler')")
@@ -131,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.no_compile:                 # read where selftest files are loaded, in every worker
         os.environ[NO_COMPILE_ENV] = "1"
-    jobs = args.jobs or parallel.default_jobs()
+    # Without multishot only the first report since "boot" counts: one process keeps that order.
+    jobs = 1 if not args.multishot else args.jobs or parallel.default_jobs()
     files = runner.collect(args.paths)
     progress = Progress(sys.stdout, len(files), bar=_interactive(sys.stdout))
     results = []

@@ -173,3 +173,18 @@ def test_cli_closing_lines(conformance_dir, tmp_path, capsys):
     assert cli(["run", str(tmp_path), "-j", "2"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2:] == ["1 error (counted as failed)", "1 passed, 2 failed, 1 skipped"]
+
+
+def test_single_shot_keeps_only_the_first_report_of_the_invocation_even_with_jobs(tmp_path):
+    """Without multishot the kernel prints only the first KASAN report since boot: the whole run,
+    not each worker, is the "boot"."""
+    from bot.cli import main as cli
+    for name in ("a.data", "b.data"):
+        (tmp_path / name).write_text("-- asm\nmov %r1, 0x10\nldxdw %r0, [%r1]\nexit\n-- result\n0x0\n")
+    counts = {}
+    for flag in ("--multishot", "--no-multishot"):
+        out = tmp_path / f"{flag}.json"
+        cli(["run", str(tmp_path), "-j", "2", flag, "--json", str(out)])
+        doc = json.loads(out.read_text())
+        counts[flag] = [f["bug_type"] for f in doc["findings"]]
+    assert counts == {"--multishot": ["null-ptr-deref"] * 2, "--no-multishot": ["null-ptr-deref"]}
