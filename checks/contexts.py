@@ -37,6 +37,7 @@ from typing import Protocol
 
 from checks.errors import CheckError
 from checks.layout import PAGE
+from checks.shadow import round_up
 from checks.slab import kmalloc_size
 
 TEST_DATA_LEN = 64                 # test_loader's data_in: 64 zero bytes
@@ -198,13 +199,9 @@ def _check_size(size: int, skb: bool) -> None:
         raise CheckError(f"BPF_PROG_TEST_RUN refuses a {size}-byte packet (-EINVAL)")
 
 
-def _round_up(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
-
-
 def _build_skb(kernel: Kernel, kind: SkbKind, data_in: bytes) -> Context:
     size = len(data_in)
-    alloc = SKB_HEADROOM + _round_up(size, SKB_DATA_ALIGN) + SKB_TAILROOM
+    alloc = SKB_HEADROOM + round_up(size, SKB_DATA_ALIGN) + SKB_TAILROOM
     head = kernel.kmalloc(_kmalloc_slot(alloc), "skb data (headroom, packet, skb_shared_info)")
     mac = head + SKB_HEADROOM
     kernel.write(mac, data_in)
@@ -227,7 +224,7 @@ def _build_skb(kernel: Kernel, kind: SkbKind, data_in: bytes) -> Context:
 
 def _kmalloc_slot(size: int) -> int:
     """build_skb uses ksize(): the packet object is the whole kmalloc slot (or whole pages)."""
-    return kmalloc_size(size) or _round_up(size, PAGE)
+    return kmalloc_size(size) or round_up(size, PAGE)
 
 
 def _protocol(frame: bytes) -> int:

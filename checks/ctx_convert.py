@@ -24,12 +24,12 @@ from typing import NamedTuple
 
 from checks.contexts import CtxLayout, layout_of
 from jit import isa
+from jit.frame import MAX_BPF_STACK
 from jit.isa import Insn
 from jit.program import Program
 
 CTX_ENTRY = 1 << 1                   # r1 holds the ctx at a program's entry
 _SCRATCH = 0b111111                  # r0-r5: clobbered by calls
-MAX_BPF_STACK = 512
 
 
 class State(NamedTuple):

@@ -40,13 +40,14 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from checks.boundary_values import ascending, boundary_values, comparison_constants, reads_ctx, word
+from checks.contexts import TEST_DATA_LEN
 from checks.results import TestResult
 from jit import isa
 from jit.errors import BpfKasanError
 from jit.program import Program
 
 DEFAULT_EXPLORE = 4
-MODE_FAITHFUL, MODE_EXPLORE, MODE_STRICTER = "faithful", "explore", "stricter"
+MODE_EXPLORE, MODE_STRICTER = "explore", "stricter"
 EDGE_VALUES = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0, 1)
 # Helper id -> (kernel name, short name in variant names).
 EDGE_HELPERS = {7: ("get_prandom_u32", "prandom"), 5: ("ktime_get_ns", "ktime")}
@@ -57,7 +58,6 @@ MASK64 = 0xFFFFFFFFFFFFFFFF
 MAP_HELPERS = frozenset({1, 2, 3})                 # map_lookup/update/delete_elem: maps in use
 MAP_FILLS = (None, 0xFF, 0x80, 0x7F)               # value bytes: as created (zero), then extremes
 EDGE_CALLS = 16                                    # calls that get the edge value, then defaults
-TEST_DATA_LEN = 64                                 # test_loader's packet: 64 zero bytes
 PACKETS = (("packet=64x0xff", b"\xff" * TEST_DATA_LEN),
            ("packet=14", bytes(14)),                # ETH_HLEN: the shortest frame test_run takes
            ("packet=1514x0xff", b"\xff" * 1514))   # a full Ethernet frame

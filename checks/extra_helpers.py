@@ -1,10 +1,9 @@
 """Kernel functions the emulated kernel serves for the program types BPF_PROG_TEST_RUN runs, beyond
 the generic helpers of `checks.helpers`: the legacy packet loads LD_ABS / LD_IND and the skb and
-socket helpers the 6.12 selftests call, each as it behaves on test_run's skb (checks.contexts):
-no socket is bound in the test's namespace (an exploration variant may make a lookup find one,
-`checks.explore.SK_LOOKUP`, which bpf_sk_release then frees), the skb's socket is a full,
-non-TCP socket, and the skb is linear with no checksum state. Memory the program points them at
-goes through `kernel.helper_access` (checked like the kernel's instrumented C).
+other helpers the 6.12 selftests call, each as it behaves on test_run's skb (checks.contexts):
+the skb is linear with no checksum state. The socket helpers live in `checks.sock_helpers`; they
+are registered here with the others. Memory the program points them at goes through
+`kernel.helper_access` (checked like the kernel's instrumented C).
 
 LD_ABS / LD_IND: the JIT (jit/emit_mem.py) calls `call_address(0, -size)` with rdi = r6 (the skb
 ctx) and rsi = the offset, as the kernel's `bpf_gen_ld_abs` calls `bpf_skb_load_helper_{8,16,32}`;
@@ -12,15 +11,15 @@ a negative return makes the program return 0. A non-negative offset reads the li
 `headlen - offset >= size`; a negative one is SKF_NET_OFF / SKF_LL_OFF relative to the network /
 MAC header and must stay within [head, tail); the value is big-endian; anything else is -EFAULT.
 
-Owns: those functions and their registration. Must not import unicorn, github or bot/.
+Owns: those functions, and the registration of them and of `checks.sock_helpers`. Must not import unicorn, github or bot/.
 """
 from __future__ import annotations
 
 import struct
 
 from checks.contexts import SKB_DATA, SKB_DATA_END, SKB_DATA_META, Kernel, packet_of, skb_view
-from checks.helpers import HELPERS, ktime_get_ns
-from checks.sock_helpers import SOCK_HELPERS, sk_fullsock, tcp_sock  # noqa: F401 (their old home)
+from checks.helpers import HELPERS, ktime_get_ns, neg_errno
+from checks.sock_helpers import SOCK_HELPERS
 from jit.isa import s32
 
 ENOMEM, EFAULT, EINVAL, ERANGE, ENAMETOOLONG, EAFNOSUPPORT, ENOTSUPP = 12, 14, 22, 34, 36, 97, 524
@@ -37,10 +36,6 @@ STRTOX_BASE_MASK = 0x1F
 FIRST_SOCKET_COOKIE = 1
 LOOPBACK_MTU = 65536
 BPF_MTU_CHK_SEGS = 1
-
-
-def _neg(errno: int) -> int:
-    return -errno & MASK64
 
 
 # -- LD_ABS / LD_IND ----------------------------------------------------------------------------
@@ -61,7 +56,7 @@ def packet_load(kernel: Kernel, ctx: int, offset: int, size: int) -> int:
         if addr is not None and not (skb.head <= addr and addr + size <= skb.tail):
             addr = None
     if addr is None:
-        return _neg(EFAULT)
+        return neg_errno(EFAULT)
     return int.from_bytes(kernel.read(addr, size), "big")
 
 
@@ -77,10 +72,10 @@ def skb_store_bytes(kernel, skb, offset, from_ptr, length, flags):
     """Write into the linear packet; it must already hold offset + len bytes."""
     offset, length = offset & 0xFFFFFFFF, length & 0xFFFFFFFF
     if flags & ~(BPF_F_RECOMPUTE_CSUM | BPF_F_INVALIDATE_HASH):
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     data, size = packet_of(kernel, skb)
     if offset > 0x7FFFFFFF or offset + length > size:
-        return _neg(EFAULT)
+        return neg_errno(EFAULT)
     kernel.write(data + offset, kernel.helper_access.read(from_ptr, length))
     return 0
 
@@ -90,10 +85,10 @@ def skb_change_head(kernel, skb, head_room, flags, *_):
     does not reallocate, so more than the headroom left is -ENOMEM) and reset the MAC header."""
     head_room &= 0xFFFFFFFF
     if flags or head_room > 0x7FFFFFFF:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     view = skb_view(kernel, skb)
     if view.data - head_room < view.head:
-        return _neg(ENOMEM)
+        return neg_errno(ENOMEM)
     data = view.data - head_room
     kernel.write(data, bytes(head_room))
     kernel.write(skb, struct.pack("<I", view.len + head_room))
@@ -106,7 +101,7 @@ def skb_change_head(kernel, skb, head_room, flags, *_):
 
 def csum_update(kernel, skb, csum, *_):
     """Only CHECKSUM_COMPLETE skbs carry a csum; test_run's does not."""
-    return _neg(ENOTSUPP)
+    return neg_errno(ENOTSUPP)
 
 
 def get_hash_recalc(kernel, skb, *_):
@@ -119,9 +114,9 @@ def fib_lookup(kernel, ctx, params, plen, flags, _):
     """Only AF_INET / AF_INET6 lookups exist, and the test's namespace routes nothing: "not
     forwarded"."""
     if plen & 0xFFFFFFFF < FIB_LOOKUP_SIZE:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     family = kernel.helper_access.read(params, 1)[0]
-    return BPF_FIB_LKUP_RET_NOT_FWDED if family in (AF_INET, AF_INET6) else _neg(EAFNOSUPPORT)
+    return BPF_FIB_LKUP_RET_NOT_FWDED if family in (AF_INET, AF_INET6) else neg_errno(EAFNOSUPPORT)
 
 
 # -- misc ---------------------------------------------------------------------------------------
@@ -148,13 +143,13 @@ def get_stack(kernel, ctx, buf, size, flags, _):
 def skb_pull_data(kernel, skb, length, *_):
     """test_run's skb is linear and not cloned: pulling up to its length changes nothing (the
     packet pointers the verifier invalidates stay where they were); more is -ENOMEM."""
-    return 0 if length & 0xFFFFFFFF <= skb_view(kernel, skb).len else _neg(ENOMEM)
+    return 0 if length & 0xFFFFFFFF <= skb_view(kernel, skb).len else neg_errno(ENOMEM)
 
 
 def check_mtu(kernel, ctx, ifindex, mtu_len, len_diff, flags):
     """bpf_check_mtu on the loopback device: every length fits; *mtu_len gets its MTU."""
     if flags & ~BPF_MTU_CHK_SEGS:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     kernel.helper_access.write(mtu_len, struct.pack("<I", LOOPBACK_MTU))
     return 0
 
@@ -162,9 +157,9 @@ def check_mtu(kernel, ctx, ifindex, mtu_len, len_diff, flags):
 def d_path(kernel, path, buf, size, *_):
     """Copies the path's name; a path the kernel cannot read (copy_from_kernel_nofault) is -EFAULT."""
     if kernel.helper_access.read_nofault(path, 16) is None:
-        return _neg(EFAULT)
+        return neg_errno(EFAULT)
     if size & 0xFFFFFFFF < 2:
-        return _neg(ENAMETOOLONG)
+        return neg_errno(ENAMETOOLONG)
     kernel.helper_access.write(buf, b"/\0")
     return 2
 
@@ -183,17 +178,17 @@ def strtol(kernel, buf, buf_len, flags, res, _):
 def _strtox(kernel, buf, buf_len, flags, res, *, signed: bool) -> int:
     buf_len = s32(buf_len)
     if flags & ~STRTOX_BASE_MASK or buf_len <= 0:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     text = kernel.helper_access.read(buf, min(buf_len, 63)).split(b"\0")[0]
     body = text.lstrip(b" \t\n\r\v\f")
     negative = signed and body.startswith(b"-")
     parsed = parse_unsigned(body[1:] if negative else body, flags & STRTOX_BASE_MASK)
     if parsed is None:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     value, consumed = parsed
     value = -value if negative else value
     if not (-(1 << 63) <= value < (1 << 63) if signed else value <= MASK64):
-        return _neg(ERANGE)
+        return neg_errno(ERANGE)
     kernel.helper_access.write(res, struct.pack("<Q", value & MASK64))
     return consumed + len(text) - len(body) + negative
 

@@ -54,7 +54,8 @@ class Kfunc:
     fn: Callable
 
 
-def _neg(errno: int) -> int:
+def neg_errno(errno: int) -> int:
+    """-errno as the u64 a helper returns in r0."""
     return -errno & MASK64
 
 
@@ -102,7 +103,7 @@ def get_local_storage(kernel, map_addr, flags, *_):
 def for_each_table(kernel, map_addr, callback, ctx, flags, _):
     """for_each's element table: {u64 count; {u64 key, u64 value}[count]}, in kernel memory."""
     if flags:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     m = _map(kernel, map_addr, "for_each_map_elem")
     if isinstance(m, ArrayMap):
         pairs = [(i.to_bytes(4, "little"), m.element(i)) for i in range(m.definition.max_entries)]
@@ -177,7 +178,7 @@ def ringbuf_output(kernel, map_addr, data, size, flags, _):
     rb = _ringbuf(kernel, map_addr, "ringbuf_output")
     record = rb.reserve(size)
     if not record:
-        return _neg(11)                       # -EAGAIN: no room
+        return neg_errno(11)                  # -EAGAIN: no room
     kernel.write(record, kernel.helper_access.read(data, size))
     rb.commit(record, "submitted")
     return 0
@@ -196,7 +197,7 @@ def probe_read(kernel, dst, size, src, *_):
     data = kernel.helper_access.read_nofault(src, size)
     if data is None:
         kernel.helper_access.fill(dst, size)
-        return _neg(EFAULT)
+        return neg_errno(EFAULT)
     kernel.helper_access.write(dst, data)
     return 0
 
@@ -207,7 +208,7 @@ def skb_load_bytes(kernel, skb, offset, to, length, _):
     length &= 0xFFFFFFFF
     if offset > 0x7FFFFFFF or offset + length > pkt_len or not length:
         kernel.helper_access.fill(to, length)
-        return _neg(EFAULT)
+        return neg_errno(EFAULT)
     kernel.helper_access.write(to, kernel.read(data + offset, length))
     return 0
 
@@ -226,7 +227,7 @@ def csum_diff(kernel, from_ptr, from_size, to_ptr, to_size, seed):
     from_size &= 0xFFFFFFFF
     to_size &= 0xFFFFFFFF
     if from_size % 4 or to_size % 4 or from_size + to_size > 512:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     old = bytes(b ^ 0xFF for b in kernel.helper_access.read(from_ptr, from_size))
     new = kernel.helper_access.read(to_ptr, to_size)
     return _ones_sum32(old + new, seed)
@@ -279,19 +280,19 @@ def get_current_task(kernel, *_):
 def copy_from_user(kernel, dst, size, user_ptr, *_):
     """The emulated task maps no user memory: -EFAULT, the destination zeroed (checked)."""
     kernel.helper_access.fill(dst, size & 0xFFFFFFFF)
-    return _neg(EFAULT)
+    return neg_errno(EFAULT)
 
 
 def copy_from_user_task(kernel, dst, size, user_ptr, task, flags):
     if flags:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     return copy_from_user(kernel, dst, size, user_ptr) if size & 0xFFFFFFFF else 0
 
 
 def get_current_comm(kernel, buf, size, *_):
     size &= 0xFFFFFFFF
     if not size:
-        return _neg(EINVAL)
+        return neg_errno(EINVAL)
     kernel.helper_access.write(buf, (TASK_COMM[:size - 1] + bytes(size))[:size])
     return 0
 
@@ -306,7 +307,7 @@ def trace_printk(kernel, fmt, fmt_size, a1, a2, a3):
     try:
         text = _CONVERSION.sub(lambda m: _convert(kernel, m, args), raw)
     except StopIteration:
-        return _neg(EINVAL)                    # more conversions than arguments
+        return neg_errno(EINVAL)                    # more conversions than arguments
     kernel.trace_output.append(text.decode("latin-1"))
     return len(text)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import struct
 
+from jit.frame import BPF_MAX_LOOPS
 from jit.isa import PSEUDO_KFUNC_CALL, s32
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
 EINVAL, EFAULT, E2BIG = 22, 14, 7
-BPF_MAX_LOOPS = 8 * 1024 * 1024
 BITS_MAX_WORDS = 511
 NUM = struct.Struct("<ii")                     # bpf_iter_num_kern: cur, end
 BITS = struct.Struct("<Qii")                   # bpf_iter_bits_kern: bits (or the copy), nr_bits, bit

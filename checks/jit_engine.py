@@ -38,7 +38,7 @@ from jit import isa
 from jit.image import Image
 from jit.isa import Insn
 from jit.program import Program
-from jit.tag import func_tags, prog_tag  # noqa: F401  (prog_tag re-exported for tests and tools)
+from jit.tag import func_tags
 
 # (first slot, second slot, pc) -> the 64-bit value the ld_imm64 loads (as the interpreter's).
 PseudoResolver = Callable[[Insn, Insn, int], int]

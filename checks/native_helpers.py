@@ -24,13 +24,12 @@ Must not import unicorn or bot/.
 """
 from __future__ import annotations
 
-from jit.frame import MAX_TAIL_CALL_CNT, TAIL_CALL_OFFSET
+from jit.frame import BPF_MAX_LOOPS, MAX_TAIL_CALL_CNT, TAIL_CALL_OFFSET
 from jit.x86 import (OP_CMP, OP_TEST, OP_XOR, Cond, Ext, Reg, emit_alu_ri, emit_call_reg, emit_jcc8,
                      emit_jcc32, emit_jmp32, emit_jmp_reg, emit_load, emit_mov_ri32, emit_mov_rr,
                      emit_movabs, emit_op_rr, emit_pop, emit_push, emit_ret, emit_shift_ri, emit_store,
                      emit_sub_abs_imm)
 
-BPF_MAX_LOOPS = 1 << 23
 EINVAL, E2BIG = 22, 7
 MAX_ERRNO = 4095
 SAVED = (Reg.RBX, Reg.R12, Reg.R13, Reg.R14, Reg.R15)

@@ -30,7 +30,7 @@ MAP_TYPES = (
     "cgrp_storage", "arena")
 MAP_IN_MAP = ("array_of_maps", "hash_of_maps")
 # Attributes that change nothing a program can observe.
-_IGNORED = frozenset(("numa_node", "pinning", "map_extra"))
+IGNORED_ATTRIBUTES = frozenset(("numa_node", "pinning", "map_extra"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _map(btf: Btf, name: str, t: BtfType, *, inner: bool) -> tuple[MapDef, int]:
     attrs = dict(type=0, key_size=0, value_size=0, max_entries=0, map_flags=0)
     inner_def, values_at = None, -1
     for i, m in enumerate(t.members):
-        if m.name in ("type", "max_entries", "map_flags", "key_size", "value_size") or m.name in _IGNORED:
+        if m.name in ("type", "max_entries", "map_flags", "key_size", "value_size") or m.name in IGNORED_ATTRIBUTES:
             attrs[m.name] = _number(btf, name, m)
         elif m.name in ("key", "value"):
             attrs[f"{m.name}_size"] = _pointee_size(btf, name, m)

@@ -39,7 +39,7 @@ _ATTRIBUTES = frozenset("static inline extern const volatile unsigned signed voi
                         "_Bool struct union enum __noinline __always_inline __weak __used __hidden "
                         "__naked __inline __attribute_used__ __maybe_unused".split())
 _POINTER_VALUE = "POINTER_VALUE"          # __retval(POINTER_VALUE): the result is not compared
-_ARCH = "X86_64"                          # the arch this importer emulates
+ARCH = "X86_64"                          # the arch this importer emulates
 
 
 @dataclass
@@ -181,7 +181,7 @@ class _Spec:
             if value not in ("X86_64", "ARM64", "RISCV64"):
                 raise CheckError(f"bad arch spec '{value}'", file=self.file, line=line)
             self.spec["arch"].append(value)
-            self.collect_jit = value == _ARCH
+            self.collect_jit = value == ARCH
         elif key in ("btf_path", "description"):
             self.spec[key] = value
         else:

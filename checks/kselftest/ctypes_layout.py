@@ -172,7 +172,6 @@ class Layouts:
 
     def specifiers(self, toks: list[Tok], i: int) -> tuple[CType, int] | None:
         words = []
-        start = i
         while i < len(toks) and toks[i].kind == "id":
             text = toks[i].text
             if text in _QUALIFIERS:

@@ -25,7 +25,6 @@ from jit.elf import BpfObject, Entry, NeedsKernel, is_bpf_object, read_object
 
 __all__ = ["differences", "is_bpf_object", "load_elf_cases", "runner_cases"]
 
-_ARCH = "X86_64"                  # the arch we emulate; other __arch_* tests are skipped
 # Fields in which a case from an object may differ from the case from its source, and why.
 NOT_COMPARED = {
     "id": "named after the object file",
@@ -71,7 +70,7 @@ def _case(obj: BpfObject, entry: Entry) -> SelftestCase:
     program, skip, error = None, None, None
     if found is None:
         error = CheckError(f"unknown program section '{entry.section}'", **where)
-    elif fields["arch"] and _ARCH not in fields["arch"]:
+    elif fields["arch"] and annotations.ARCH not in fields["arch"]:
         skip = f"arch {', '.join(a.lower() for a in fields['arch'])} only"
     else:
         try:

@@ -24,7 +24,6 @@ from checks.kselftest.template import Template
 from checks.kselftest.tokens import Tok, group_end, split_top, string_value
 from jit.program import MapDef
 
-_ARCH = "X86_64"
 # libbpf's attribute-only macros (bpf_helpers.h) that may sit in a global's declaration:
 # `__hidden` (visibility) and the kptr type tags change nothing the importer lays out.
 _ATTRIBUTE_MACROS = frozenset("__hidden __weak __kptr __kptr_untrusted __percpu_kptr".split())
@@ -218,7 +217,7 @@ class _Unit:
     def why_not_imported(self, fn: Function, ann, arch: tuple[str, ...], found) -> str | None:
         if found is None:
             raise CheckError(f"unknown program section '{ann.sec}'", file=self.file, line=ann.sec_line)
-        if arch and _ARCH not in arch:
+        if arch and annotations.ARCH not in arch:
             return f"arch {', '.join(a.lower() for a in arch)} only"
         if self.asm[fn.name] is None:
             return "needs a compiler: C body"

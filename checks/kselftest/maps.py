@@ -18,11 +18,9 @@ from checks.errors import CheckError
 from checks.kselftest.cexpr import IntType, evaluate, wrap
 from checks.kselftest.ctypes_layout import CType, Layouts
 from checks.kselftest.tokens import Tok, group_end, spell, split_top, string_value
+from jit.btf_maps import IGNORED_ATTRIBUTES
+from jit.elf import BPF_F_RDONLY_PROG
 from jit.program import MapDef
-
-BPF_F_RDONLY_PROG = 1 << 7
-# Map attributes libbpf knows that do not change what a program sees.
-_IGNORED = frozenset(("numa_node", "pinning", "map_extra"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ def _attribute(member: list[Tok], attrs: dict, layouts: Layouts, uapi, name: str
     if len(args) != 2 or len(args[0]) != 1:
         raise CheckError(f"map {name}: cannot read '{spell(member)}'", file=file, line=head.line)
     field, value = args[0][0].text, args[1]
-    if head.text in ("__uint", "__ulong") and field in _IGNORED:
+    if head.text in ("__uint", "__ulong") and field in IGNORED_ATTRIBUTES:
         return
     if head.text in ("__uint", "__ulong") and field == "type":
         attrs["type"] = _map_type(value, uapi, name, file)

@@ -12,8 +12,8 @@ from checks.contexts import (SKB_DATA, SKB_DATA_END, SKB_DATA_META, SKB_HEAD, TE
 from checks.ctx_convert import convert
 from checks.errors import CheckError
 from checks.extra_helpers import (EFAULT, EINVAL, MASK64, SKF_LL_OFF, SKF_NET_OFF, packet_load,
-                                  parse_unsigned, sk_fullsock, skb_change_head, skb_store_bytes,
-                                  tcp_sock)
+                                  parse_unsigned, skb_change_head, skb_store_bytes)
+from checks.sock_helpers import sk_fullsock, tcp_sock
 from checks.test_run import new_kernel
 from jit.llvm_asm import assemble
 from jit.program import Program

@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from checks.conformance import (SKIPPED, UBPF_HELPERS, UBPF_UNWIND_HELPER, build_program,
                                 input_memory, parse_file)
-from checks.jit_engine import JitEngine, prog_tag
+from checks.jit_engine import JitEngine
 from checks.runner import InterpEngine
 from jit import isa
 from jit.errors import BpfKasanError
 from jit.isa import Insn
 from jit.program import Program
+from jit.tag import prog_tag
 from jit.ubpf_asm import disassemble
 
 LONG = os.environ.get("BPF_KASAN_LONG") == "1"
