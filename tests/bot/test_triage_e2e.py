@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from _git_fixtures import (EXAMPLE_MBOX, EXAMPLE_TEST, EXAMPLE_TREE, OOB_LOAD_LINE, OOB_TEST, commit,
                            format_patch, git, insert_test, make_repo, simple_test)
@@ -32,7 +31,7 @@ def test_series_that_does_not_apply_gives_the_clear_result(tmp_path, capsys):
     commit(repo, "upstream moved the licence", lambda t: t.replace('char _license[] SEC("license") = "GPL";', ""))
     code, triage = _triage(tmp_path, "--mbox", str(mbox), "--tree", str(repo), "--base", "HEAD")
     assert code == 1 and triage.verdict == "conflict" and triage.tests == () and triage.findings == ()
-    assert triage.apply.text.startswith(f"does not apply at patch 1/1: ")
+    assert triage.apply.text.startswith("does not apply at patch 1/1: ")
     assert EXAMPLE_TEST in triage.apply.text
     assert triage.series.version == 3 and triage.series.tags == ("bpf-next",)
     assert triage.base_rev == git(repo, "rev-parse", "HEAD").strip() and triage.head_rev is None

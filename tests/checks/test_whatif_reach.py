@@ -12,7 +12,6 @@ from checks import explore, runner, whatif
 from checks.explore import Surface
 from checks.kernel import Kernel
 from checks.test_run import TEST_VAL_INIT
-from jit import isa
 from jit.llvm_asm import assemble
 from jit.program import MapDef, Program
 
