@@ -91,7 +91,7 @@ class _Loaded:
     refs: tuple[tuple[int, int, int, int], ...]     # (pc, pseudo src, map index, value offset)
     tags: tuple[str, ...]
     callx: bool
-    images: dict = field(default_factory=dict)      # (kasan, addresses) -> _Compiled
+    images: dict = field(default_factory=dict)      # (kasan, unpriv, addresses) -> _Compiled
     tagged_from: Program | None = None              # the `loaded_as` the tags came from
 
 
@@ -123,6 +123,7 @@ class Kernel:
         self._by_addr: dict[int, MapObject] = {}
         self._begun: Program | None = None
         self.test = self.variant = ""
+        self.unpriv = False
         self._overrides: dict[str, list[int]] = {}
         self.rng = random.Random(0)
         self._ktime = H.KTIME_START
@@ -147,14 +148,17 @@ class Kernel:
 
     def begin(self, program: Program, *, test: str = "", variant: str = "",
               helper_values: Mapping[str, Sequence[int]] | None = None,
-              prefill: bool = False, map_fill: int | bytes | None = None, seed: int = 0) -> None:
-        """Fresh run state for `program`: heap reset, its maps created (see module docstring)."""
+              prefill: bool = False, map_fill: int | bytes | None = None, seed: int = 0,
+              unpriv: bool = False) -> None:
+        """Fresh run state for `program`: heap reset, its maps created (see module docstring).
+        `unpriv`: the program was loaded unprivileged, so it runs with the verifier's tail-call
+        index guard (`Target.tail_call_index_guard`)."""
         previous = self.lookups
         self.machine.reset()
         self.asan.begin_run()
         if self.multishot:            # each run reports as on a fresh boot: no taint from others
             self.gate = ReportGate(True)
-        self.test, self.variant = test, variant
+        self.test, self.variant, self.unpriv = test, variant, unpriv
         self._overrides = {name: list(values) for name, values in (helper_values or {}).items()}
         self.rng, self._ktime = random.Random(seed), H.KTIME_START
         self.lookups, self.trace_output, self.run_state = [], [], {}
@@ -320,7 +324,7 @@ class Kernel:
         program = loaded.program
         addresses = tuple(self._address(program, src, index, off, pc)
                           for pc, src, index, off in loaded.refs)
-        key = (self.kasan, addresses)
+        key = (self.kasan, self.unpriv, addresses)
         compiled = loaded.images.get(key)
         if compiled is None:
             insns = list(program.insns)
@@ -337,7 +341,7 @@ class Kernel:
             if not self.machine.has_helper(src, imm):
                 self.machine.register_helper(imm, None, src=src)
         target = self.machine.target(kasan=self.kasan, asan_address=self.asan.address,
-                                     tail_calls=True)
+                                     tail_calls=True, unpriv=self.unpriv)
         return _Compiled(compile_program(program, target), calls)
 
     # -- per run ---------------------------------------------------------------------------------

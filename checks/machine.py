@@ -576,15 +576,18 @@ class Machine:
 
     # ---------------------------------------------------------------- per run
 
-    def target(self, *, kasan: str = "off", asan_address=None, tail_calls: bool = False) -> Target:
+    def target(self, *, kasan: str = "off", asan_address=None, tail_calls: bool = False,
+               unpriv: bool = False) -> Target:
         """What the JIT links against on this machine. `tail_calls`: compile bpf_tail_call
-        inline (the machine's prog arrays use jit/tail_call.py's layout)."""
+        inline (the machine's prog arrays use jit/tail_call.py's layout). `unpriv`: with the
+        verifier's unprivileged tail-call index guard (`Target.tail_call_index_guard`)."""
         return Target(image_base=self.code.start, call_address=self.call_address,
                       asan_address=asan_address, kasan=kasan,
                       tail_call_address=self._tail_call_marker() if tail_calls else None,
                       budget_address=self.kdata.start + _D_BUDGET,
                       budget_exhausted_address=self.budget_stop,
-                      helper_table_address=self.kdata.start + _D_HELPER_TABLE)
+                      helper_table_address=self.kdata.start + _D_HELPER_TABLE,
+                      tail_call_index_guard=unpriv)
 
     def _tail_call_marker(self) -> int:
         # Inline tail calls never call bpf_tail_call; the address only says "supported" and names

@@ -35,6 +35,13 @@ class Target:
     # this address, `{u64 count; u64 stub[count]}` (0 = no such helper); any other value is an
     # absolute address. None: callx always calls the register as an address.
     helper_table_address: int | None = None
+    # Unprivileged program (the verifier's `bpf_map_ptr_unpriv`): before each tail call,
+    # do_misc_fixups inserts `if r3 >= max_entries goto out; w3 &= index_mask`, a 64-bit
+    # compare. The JIT emits it inside the tail-call sequence (`cmp rdx, max_entries; jae out`,
+    # max_entries read from the prog array, zero-extended), so slot indices stay those of the
+    # program as loaded; the mask is a no-op once the index is below max_entries. False (the
+    # privileged load): only the JIT's own 32-bit index compare, so r3 = 2**32 is index 0.
+    tail_call_index_guard: bool = False
 
 
 @dataclass(frozen=True)

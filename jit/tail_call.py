@@ -6,6 +6,8 @@ in r2 (rsi), which the machine must build:
 where `ptrs[i]` is the entry address (first byte, prologue included) of a JITed program, or 0.
 The kernel's array holds `struct bpf_prog *` and reads `bpf_func` from it; we keep the entry
 address directly, so there is one load fewer. The sequence:
+    (unprivileged only, `Target.tail_call_index_guard`: the verifier's inserted guard)
+    mov eax, dword [rsi] ; cmp rdx, rax ; jae out   ; 64-bit r3 >= max_entries
     mov edx, edx                          ; index (r3) is a u32
     cmp dword [rsi], edx ; jbe out        ; index >= max_entries
     mov rax, [rbp + tcc_ptr_off]
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from jit.emit_ctx import EmitCtx
 from jit.frame import MAX_TAIL_CALL_CNT, TAIL_CALL_OFFSET, Frame
-from jit.x86 import (OP_TEST, Cond, Ext, Reg, emit_alu_ri, emit_alu_ri32, emit_jcc8, emit_jmp_reg, emit_load,
+from jit.x86 import (OP_CMP, OP_TEST, Cond, Ext, Reg, emit_alu_ri, emit_alu_ri32, emit_jcc8, emit_jmp_reg, emit_load,
                      emit_mov_rr, emit_op_rr, emit_pop)
 
 TAIL_CALL_HELPER = 12
@@ -35,7 +37,8 @@ PTRS_OFF = 8
 
 
 def emit_tail_call(ctx: EmitCtx) -> None:
-    out, frame = ctx.out.code, ctx.frame
+    code, frame = ctx.out.code, ctx.frame
+    out = bytearray()
     emit_mov_rr(out, Reg.RDX, Reg.RDX, False)
     out += bytes((0x39, 0x56, MAX_ENTRIES_OFF))                  # cmp dword [rsi + 0], edx
     checks_end = bytearray()                                       # everything after the first jbe
@@ -50,6 +53,12 @@ def emit_tail_call(ctx: EmitCtx) -> None:
     checks_end += fetch + test + jump
     emit_jcc8(out, Cond.BE, len(checks_end))
     out += checks_end
+    if ctx.target.tail_call_index_guard:
+        assert len(out) < 128, "tail-call sequence too long for jae rel8"
+        emit_load(code, Reg.RAX, Reg.RSI, MAX_ENTRIES_OFF, 4)     # mov eax, dword [rsi + 0]
+        emit_op_rr(code, OP_CMP, Reg.RDX, Reg.RAX, True)          # cmp rdx, rax
+        emit_jcc8(code, Cond.AE, len(out))
+    code += out
 
 
 def _jump_to_target(frame: Frame) -> bytes:

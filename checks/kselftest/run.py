@@ -12,8 +12,9 @@ Per test (functions marked `__auxiliary` are not tests; they are only loaded alo
 - a run that faults or reports KASAN (faithful mode) fails; a run we could not complete (an
   emulation gap: unknown helper, budget exceeded) is an error; tests we cannot build or whose
   program type has no test_run context are skipped with the reason.
-Both modes run the same program: the rewrites the verifier makes only for unprivileged programs
-(the tail-call index guard, ALU sanitation) are not emulated. Whatever engine the runner names,
+Both modes run the same program; of the rewrites the verifier makes only for unprivileged programs,
+the tail-call index guard is emulated (the JIT emits it: `Target.tail_call_index_guard`, set
+through `Kernel.begin(unpriv=True)`), ALU sanitation is not. Whatever engine the runner names,
 programs run in the emulated kernel on the JIT (the jit engine's own Kernel when it is that one).
 
 Results carry `suite`, `imported` and `executed` (checks.results) and their findings' records.
@@ -169,6 +170,8 @@ class KselftestCase:
     def _execute(self, engine, variant: Variant, insn_limit: int):
         from checks import test_run
         options = variant.kernel_options()
+        if self.mode.suffix == UNPRIV:
+            options["unpriv"] = True
         return test_run.run(test_run.kernel_for(engine), self.prepared(), file=self.path, test=self.id,
                             data_in=variant.packet, ctx_in=variant.ctx_in, begin=options,
                             insn_limit=self._insn_limit(insn_limit), loaded_as=self._loaded)

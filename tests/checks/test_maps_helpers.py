@@ -229,6 +229,29 @@ def test_tail_call_through_a_prog_array_filled_by_function_name(kernel):
     assert run(kernel, prog(5)).r0 == 1                       # past max_entries
 
 
+def test_unprivileged_tail_call_guard_compares_the_whole_64_bit_index(kernel):
+    """Privileged: the JIT compares the index as a u32, so r3 = 2**32 is index 0 and tail-calls.
+    Unprivileged: the verifier's inserted `if r3 >= max_entries goto out` (64-bit) skips it."""
+    jumps = MapDef("jumps", "prog_array", 4, 4, 1, values=((0, "target"),))
+    body = """
+        r2 = jumps ll
+        r3 = {index} ll
+        call 12
+        r0 = 2
+        exit
+    target:
+        r0 = 42
+        exit
+    """
+    def prog(index):
+        return replace(program(body.format(index=index), (jumps,)), funcs=((0, "main"), (7, "target")))
+    assert run(kernel, prog(1 << 32)).r0 == 42                # u32 index 0: tail call
+    assert run(kernel, prog(1 << 32), unpriv=True).r0 == 2    # guard: 2**32 >= max_entries
+    assert run(kernel, prog(0), unpriv=True).r0 == 42         # in range: the guard lets it through
+    assert run(kernel, prog(1), unpriv=True).r0 == 2          # index == max_entries
+    assert run(kernel, prog(1 << 32)).r0 == 42                # the privileged image is kept apart
+
+
 def test_a_linked_tail_call_target_keeps_counting_to_the_limit(kernel):
     jumps = MapDef("jumps", "prog_array", 4, 4, 1, values=((0, "again"),))
     calls = MapDef("calls", "array", 4, 8, 1)
