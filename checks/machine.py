@@ -91,6 +91,8 @@ _DONE, _OUT_OF_BUDGET = 1, 2
 
 # Shadow pages mapped on demand (`_zero_shadow_for`): at most this many a run, and in all.
 ZERO_SHADOW_PER_RUN, ZERO_SHADOW_PAGES = 16, 1024
+# Inline KASAN fast-path shadow reads that fault and resume at their slow path: at most this many a run.
+PROBE_FAULTS_PER_RUN = 4096
 _SHADOW_SPACE = (layout.KASAN_SHADOW_START, layout.shadow(MASK64) + 1)
 DEFAULT_INSN_LIMIT = 1_000_000
 DEFAULT_TIME_LIMIT = 3.0             # seconds; a backstop behind the instruction budget
@@ -216,6 +218,9 @@ class Machine:
         self._fixed_top = 0
         self._dirty_shadow: list[tuple[memoryview, int, int]] = []
         self._loaded: Image | None = None
+        self._probes: dict[int, int] = {}                    # fast-path shadow cmp -> slow path
+        self._accesses: list[tuple[int, int, int]] = []      # inline access [start, end) -> slow path
+        self._last_slow: int | None = None                   # slow path a fault last resumed at
         self._loaded_len = 0
         self._fault_access: tuple[int, int, int] | None = None
         self._guards: list[tuple[int, int]] = []              # sorted, disjoint
@@ -636,6 +641,11 @@ class Machine:
         # Drop stale translations of the old and the new code (unicorn-perf.md, section 7).
         self.uc.ctl_remove_cache(self.code.start, self.code.start + max(size, self._loaded_len, 1))
         self._loaded, self._loaded_len = image, size
+        self._probes = {image.base + p: image.base + s.slow_offset for s in image.check_sites
+                        if s.slow_offset is not None for p in s.probe_offsets}
+        self._accesses = sorted((image.base + s.access_offset, image.base + image.insn_offsets[s.insn + 1],
+                                 image.base + s.slow_offset) for s in image.check_sites
+                                if s.slow_offset is not None and s.access_offset is not None)
 
     def run(self, image: Image, args: tuple[int, ...] = (), *, insn_limit: int = DEFAULT_INSN_LIMIT,
             time_limit: float = DEFAULT_TIME_LIMIT, tag: str | Sequence[str] = "") -> MachineRun:
@@ -655,10 +665,18 @@ class Machine:
         self.uc.context_restore(self._context)
         started = time.perf_counter()
         crash = self._emulate(self.entry, time_limit)
-        for _ in range(ZERO_SHADOW_PER_RUN):
-            if not self._zero_shadow_for(crash):
+        zero_pages = probe_faults = 0
+        self._last_slow = None
+        while True:
+            resume = self._probe_slow_path(crash) if probe_faults < PROBE_FAULTS_PER_RUN else None
+            if resume is not None:
+                probe_faults += 1
+            elif zero_pages < ZERO_SHADOW_PER_RUN and self._zero_shadow_for(crash):
+                zero_pages += 1
+                resume = self.uc.reg_read(UC_X86_REG_RIP)
+            else:
                 break
-            crash = self._emulate(self.uc.reg_read(UC_X86_REG_RIP), time_limit)
+            crash = self._emulate(resume, time_limit)
         elapsed = time.perf_counter() - started
         r0, status, remaining = _RESULT_SLOTS.unpack_from(view, _D_R0)
         used = max(insn_limit - remaining, 0) + len(image.insn_offsets) - 1
@@ -703,6 +721,25 @@ class Machine:
                 begin += 1                    # stopped right after the hook: never serve twice
             if begin == self.exit_marker:     # jumped there past the trampoline: `run` reports it
                 return None
+
+    def _probe_slow_path(self, crash) -> int | None:
+        """After a read fault on an inline KASAN fast path's shadow `cmp` (the shadow of a wild or
+        wrapping address is unmapped): the address of that site's slow path, which recomputes the
+        address from the intact registers and calls `__asan_*` exactly as outline mode does."""
+        if not (isinstance(crash, UcError) and crash.errno in _ACCESS_ERRORS):
+            return None
+        rip = self.uc.reg_read(UC_X86_REG_RIP)
+        slow = self._probes.get(rip)
+        if slow is None and crash.errno not in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            # The checked access itself faulted: a wild address whose shadow address is mapped
+            # memory reading zero passed the fast path. Its slow path runs once, so `__asan_*`
+            # reports it as in outline mode; the access then faults again, for real.
+            at = bisect.bisect_right(self._accesses, (rip, MASK64, MASK64)) - 1
+            if at >= 0 and rip < self._accesses[at][1] and self._accesses[at][2] != self._last_slow:
+                slow = self._accesses[at][2]
+        if slow is not None:
+            self._last_slow = slow
+        return slow
 
     def _zero_shadow_for(self, crash) -> bool:
         """After a read fault: if it was a KASAN check reading shadow the emulator does not map

@@ -247,7 +247,11 @@ class _Compiler:
         for pc, chunk in enumerate(self.chunks):
             for s in chunk.sites:
                 where = self.ctx.start[pc] if s.slow is None else slow_at[pc, s.slow]
-                sites.append(CheckSite(pc, where + s.ret_at, s.size, s.is_write, s.base_reg, s.off))
+                probes = tuple(self.ctx.start[pc] + p for p in s.probes)
+                slow = None if s.slow is None else slow_at[pc, s.slow]
+                access = None if s.access_at is None else self.ctx.start[pc] + s.access_at
+                sites.append(CheckSite(pc, where + s.ret_at, s.size, s.is_write, s.base_reg, s.off,
+                                       probes, slow, access))
         return tuple(sites)
 
 

@@ -35,6 +35,8 @@ class Site:
     is_write: bool
     base_reg: int        # BPF register
     off: int
+    probes: tuple = ()   # inline: offsets in the main chunk of the fast path's shadow `cmp`s
+    access_at: int | None = None   # inline: offset in the main chunk where the access follows
 
 
 @dataclass(slots=True)

@@ -53,6 +53,14 @@ class CheckSite:
     is_write: bool
     base_reg: int        # BPF register the address is computed from
     off: int             # displacement added to it
+    # Inline mode: image offsets of the fast path's shadow-reading `cmp`s, and of the slow path.
+    # A fault on one of those reads (unmapped shadow: a wild or wrapping address) resumes there.
+    probe_offsets: tuple[int, ...] = ()
+    slow_offset: int | None = None
+    # Inline mode: image offset of the checked access (where the fast path falls through to). A
+    # fault there resumes once at the slow path: a wild address whose shadow address happens to
+    # be mapped memory passes the fast path, and outline mode would have reported it.
+    access_offset: int | None = None
 
 
 @dataclass(frozen=True)

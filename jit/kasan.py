@@ -12,16 +12,22 @@ Outline mode emits the merged kernel's exact bytes before the access:
     pop r11 ... rax
 Inline mode keeps that sequence out of line, after the function, behind a fast path that only
 reads shadow memory:
-    lea r11, [base+off+N]; mov r10, r11; sar r10, 47; cmp r10, -1; jne slow   (wild, or wraps)
-    lea r11, [base+off+N-1]; shr r11, 3; movabs r10, KASAN_SHADOW_OFFSET
-    cmp byte [r11+r10], 0; jne slow
-    (N > 1) lea r11, [base+off]; shr r11, 3; cmp byte [r11+r10], 0; jne slow
-The slow path is the outline sequence followed by `jmp` back to the access. The fast path goes
-slow whenever `__asan_*` could report: a range ending below the shadowed kernel half (a wild
-address, or a range that wraps past 2**64), or a non-zero
-shadow byte for the first or the last byte (an unaligned access may straddle two granules). So
-both modes report exactly the same accesses, through the same `__asan_*` call; the CheckSite's
-return offset is that call's, as the kernel's `_RET_IP_`.
+    lea r11, [base+off]; add r11, N; sbb r10, r10; lea r11, [r11-1]; shr r11, 3; or r11, r10
+    movabs r10, KASAN_SHADOW_OFFSET; cmp byte [r11+r10], 0; jne slow            (last byte)
+    (N > 1) lea r11, [base+off]; shr r11, 3; cmp byte [r11+r10], 0; jne slow   (first byte)
+The slow path is the outline sequence followed by `jmp` back to the access. The fast path has no
+branch for wild addresses; the emulated machine (checks/machine.py) sends them to the slow path:
+- a `cmp` reading unmapped shadow faults, and the machine resumes at the site's slow path
+  (CheckSite.probe_offsets, slow_offset; the registers are intact). That covers a range ending
+  below the shadowed kernel half and one starting below it, and a range that wraps past 2**64
+  (the kernel's `addr + size < addr`): the carry of `add` turns the last byte's granule into all
+  ones, whose shadow, just below KASAN_SHADOW_OFFSET, is unmapped;
+- a wild address whose shadow address is mapped memory reading zero (the shadow of
+  0xfffc64.. is the direct map) passes the fast path, so when the access itself faults the
+  machine resumes once at the slow path (CheckSite.access_offset) and the access then faults again.
+A non-zero shadow byte for the first or the last byte (an unaligned access may straddle two
+granules) takes the `jne`. So both modes report exactly the same accesses, through the same
+`__asan_*` call; the CheckSite's return offset is that call's, as the kernel's `_RET_IP_`.
 
 Owns: the instrumentation policy and sequences. Must not import capstone, unicorn, checks/ or bot/.
 """
@@ -35,12 +41,12 @@ from jit.errors import JitError
 from jit.frame import AUX, SCRATCH
 from jit.image import KASAN_SHADOW_OFFSET
 from jit.isa import Insn
-from jit.x86 import (Cond, Ext, Reg, emit_alu_ri, emit_call, emit_cmp_byte_indexed_0, emit_jcc32, emit_lea,
-                     emit_mov_rr, emit_movabs, emit_pop, emit_push, emit_shift_ri)
+from jit.x86 import (OP_OR, Cond, Ext, Reg, emit_alu_ri, emit_call, emit_cmp_byte_indexed_0, emit_jcc32,
+                     emit_lea, emit_mov_rr, emit_movabs, emit_op_rr, emit_pop, emit_push, emit_shift_ri)
+
+OP_SBB = 0x19          # sbb r/m, reg
 
 SAVED = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.R8, Reg.R9, Reg.R10, Reg.R11)
-# Addresses whose top 17 bits are not all ones have no shadow (addr < 0xffff800000000000).
-_NO_SHADOW_SHIFT = 47
 
 
 def access_of(insn: Insn) -> tuple[bool, int, int, int] | None:
@@ -76,7 +82,7 @@ def emit_check(ctx: EmitCtx, access: tuple[bool, int, int, int] | None, base: in
         chunk.sites.append(Site(None, ret_at, size, is_write, bpf_base, off))
         return
     slow_index = len(chunk.slow)
-    code, fields = fast_path(reg, off, size)
+    code, fields, probes = fast_path(reg, off, size)
     at = len(chunk.code)
     chunk.code += code
     chunk.relocs += [(at + f, SLOW, slow_index) for f in fields]
@@ -84,7 +90,8 @@ def emit_check(ctx: EmitCtx, access: tuple[bool, int, int, int] | None, base: in
     ret_at = _place_asan_call(slow, reg, off, asan)
     slow.jmp32(BACK, len(chunk.code))
     chunk.slow.append(slow)
-    chunk.sites.append(Site(slow_index, ret_at, size, is_write, bpf_base, off))
+    chunk.sites.append(Site(slow_index, ret_at, size, is_write, bpf_base, off,
+                            tuple(at + p for p in probes), len(chunk.code)))
 
 
 def _place_asan_call(chunk: Chunk, base: int, off: int, asan: int) -> int:
@@ -114,31 +121,34 @@ def asan_call(base: int, off: int) -> tuple[bytes, int]:
 
 
 @lru_cache(maxsize=512)
-def fast_path(base: int, off: int, size: int) -> tuple[bytes, tuple[int, ...]]:
-    """The inline fast path with zero rel32s, and where those rel32s (all to the slow path) are."""
-    code, fields = bytearray(), []
+def fast_path(base: int, off: int, size: int) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
+    """The inline fast path with zero rel32s, where those rel32s (all to the slow path) are, and
+    where its shadow-reading `cmp` instructions (the site's probes) start."""
+    code, fields, probes = bytearray(), [], []
 
     def jne_slow():
         emit_jcc32(code, Cond.NE, 0)
         fields.append(len(code) - 4)
 
-    # The metadata test looks at the end of the range: one that wraps past 2**64 (the kernel's
-    # `addr + size < addr`) ends below the kernel half, so it goes to the slow path, where
-    # __asan_* reports it as outline mode does. (A range straddling 0xffff800000000000 from
-    # below, non-canonical on x86-64, is the one case that faults on the shadow read instead.)
-    emit_lea(code, AUX, base, off + size)
-    emit_mov_rr(code, SCRATCH, AUX, True)
-    emit_shift_ri(code, Ext.SAR, SCRATCH, _NO_SHADOW_SHIFT, True)
-    emit_alu_ri(code, Ext.CMP, SCRATCH, -1, True, rax_short=False)
-    jne_slow()
-    emit_lea(code, AUX, base, off + size - 1)
+    # No metadata test. The last byte's shadow address comes from the 65-bit end of the range:
+    # when `addr + size` (addr = base+off) carries past 2**64 (the kernel's `addr + size < addr`), `sbb` makes
+    # r10 all ones and `or` turns the granule into all ones, whose shadow (just below
+    # KASAN_SHADOW_OFFSET) is unmapped. The shadow of any wild address is unmapped too, so the
+    # `cmp` faults and the machine resumes at the slow path (Image.check_sites: probe_offsets).
+    emit_lea(code, AUX, base, off)
+    emit_alu_ri(code, Ext.ADD, AUX, size, True, rax_short=False)
+    emit_op_rr(code, OP_SBB, SCRATCH, SCRATCH, True)
+    emit_lea(code, AUX, AUX, -1)
     emit_shift_ri(code, Ext.SHR, AUX, 3, True)
+    emit_op_rr(code, OP_OR, AUX, SCRATCH, True)
     emit_movabs(code, SCRATCH, KASAN_SHADOW_OFFSET)
+    probes.append(len(code))
     emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
     jne_slow()
     if size > 1:
         emit_lea(code, AUX, base, off)
         emit_shift_ri(code, Ext.SHR, AUX, 3, True)
+        probes.append(len(code))
         emit_cmp_byte_indexed_0(code, AUX, SCRATCH)
         jne_slow()
-    return bytes(code), tuple(fields)
+    return bytes(code), tuple(fields), tuple(probes)

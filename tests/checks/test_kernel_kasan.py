@@ -211,9 +211,11 @@ def every_program():
     progs += [program(THREE_BAD, name="three")]
     progs += [program(f"call kfunc({OOB_ALLOC})\nr1 = *(u{8 * s} *)(r0 + 8)\nr0 = 0\nexit",
                       maps=(), name="oob") for s in SIZES]
-    # Wild addresses, and ranges that wrap past 2**64: reported as out-of-bounds, then the oops.
+    # Wild addresses (one whose shadow would alias the direct map), and ranges that wrap past 2**64:
+    # reported, then the oops.
     progs += [program(f"r1 = {addr:#x} ll\nr0 = *(u{8 * s} *)(r1 + 0)\nexit", maps=(),
-                      name=f"wild_{addr:x}_{s}") for addr in (0x10, 0xFFFFFFFFFFFFFFFC) for s in SIZES]
+                      name=f"wild_{addr:x}_{s}")
+              for addr in (0x10, 0xFFFC640000000000, 0xFFFFFFFFFFFFFFFC) for s in SIZES]
     return progs
 
 
