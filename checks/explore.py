@@ -47,7 +47,7 @@ from jit.errors import BpfKasanError
 from jit.program import Program
 
 DEFAULT_EXPLORE = 4
-MODE_EXPLORE, MODE_STRICTER = "explore", "stricter"
+MODE_EXPLORE = "explore"
 EDGE_VALUES = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0, 1)
 # Helper id -> (kernel name, short name in variant names).
 EDGE_HELPERS = {7: ("get_prandom_u32", "prandom"), 5: ("ktime_get_ns", "ktime")}
@@ -210,11 +210,9 @@ def explore(run: RunVariant, candidates: list[Variant], n: int) -> list[tuple[Va
 
 
 def tagged(record: dict, *, variant: str, mode: str, label: str | None = None) -> dict:
-    """A finding record marked with how it was found. A report real KASAN would not have printed
-    (mode "stricter") keeps that fact as `stricter: true` when its mode is replaced."""
+    """A finding record marked with how it was found; the rest of the record (its `stricter`
+    reason among them) is kept as it is."""
     out = dict(record, variant=variant, mode=mode)
-    if record.get("mode") == MODE_STRICTER:
-        out["stricter"] = True
     if label:
         out["label"] = label
     return out

@@ -12,8 +12,9 @@ from checks.results import EXECUTED, TestResult
 PRANDOM = "get_prandom_u32"
 
 
-def finding(title, insn, mode="faithful", ident=None):
-    return {"id": ident or f"{title}@{insn}", "title": title, "insn": insn, "mode": mode}
+def finding(title, insn, mode="faithful", ident=None, stricter=None):
+    return {"id": ident or f"{title}@{insn}", "title": title, "insn": insn, "mode": mode,
+            "stricter": stricter}
 
 
 @dataclass

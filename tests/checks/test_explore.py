@@ -78,11 +78,11 @@ def test_findings_are_tagged_and_deduplicated_by_title_and_insn_first_run_wins()
     faithful = [_finding("A", 3)]
     runs = [(Variant("v1"), Outcome(findings=(_finding("A", 3, ident="x"), _finding("B", 3)))),
             (Variant("v2"), Outcome(findings=(_finding("B", 3, ident="y"),
-                                              _finding("B", 4, "stricter"))))]
+                                              _finding("B", 4, stricter="packed elements"))))]
     out = explore.explored_findings(faithful, runs)
     assert [(f["title"], f["insn"], f["mode"], f.get("variant")) for f in out] == [
         ("A", 3, "faithful", None), ("B", 3, "explore", "v1"), ("B", 4, "explore", "v2")]
-    assert out[2]["stricter"] is True and "stricter" not in out[1]
+    assert out[2]["stricter"] == "packed elements" and out[1]["stricter"] is None
 
 
 # -- the runner explores only executed tests of cases that can run variants ----------------------

@@ -36,7 +36,8 @@ class RejectedCase(FakeCase):
         if variant.name == "":
             return Outcome(fault="BUG: kernel NULL pointer dereference, address: 0000000000000000")
         if variant.name == "prandom=0x80000000":
-            return Outcome(findings=({"id": "f1", "title": TITLE, "insn": 5, "mode": "stricter"},))
+            return Outcome(findings=({"id": "f1", "title": TITLE, "insn": 5, "mode": "faithful",
+                                     "stricter": "packed elements"},))
         return Outcome()
 
 
@@ -52,7 +53,7 @@ def test_what_if_runs_plain_then_variants_and_labels_findings():
     assert result.status == "pass"
     [finding] = result.finding_records
     assert finding["mode"] == "what-if" and finding["label"] == whatif.LABEL
-    assert finding["variant"] == "prandom=0x80000000" and finding["stricter"] is True
+    assert finding["variant"] == "prandom=0x80000000" and finding["stricter"] == "packed elements"
     assert result.extra["what_if"] == {"memory": True, "kasan": ["prandom=0x80000000"], "oops": [""],
                                        "errors": []}
 
