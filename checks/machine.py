@@ -218,8 +218,9 @@ class Machine:
         self._fixed_top = 0
         self._dirty_shadow: list[tuple[memoryview, int, int]] = []
         self._loaded: Image | None = None
-        self._probes: dict[int, int] = {}                    # fast-path shadow cmp -> slow path
-        self._accesses: list[tuple[int, int, int]] = []      # inline access [start, end) -> slow path
+        # Built from the loaded image on its first fault (`_resume_tables`): fast-path shadow cmp ->
+        # slow path, and inline access [start, end) -> slow path.
+        self._resume: tuple[dict[int, int], list[tuple[int, int, int]]] | None = None
         self._last_slow: int | None = None                   # slow path a fault last resumed at
         self._loaded_len = 0
         self._fault_access: tuple[int, int, int] | None = None
@@ -641,11 +642,7 @@ class Machine:
         # Drop stale translations of the old and the new code (unicorn-perf.md, section 7).
         self.uc.ctl_remove_cache(self.code.start, self.code.start + max(size, self._loaded_len, 1))
         self._loaded, self._loaded_len = image, size
-        self._probes = {image.base + p: image.base + s.slow_offset for s in image.check_sites
-                        if s.slow_offset is not None for p in s.probe_offsets}
-        self._accesses = sorted((image.base + s.access_offset, image.base + image.insn_offsets[s.insn + 1],
-                                 image.base + s.slow_offset) for s in image.check_sites
-                                if s.slow_offset is not None and s.access_offset is not None)
+        self._resume = None
 
     def run(self, image: Image, args: tuple[int, ...] = (), *, insn_limit: int = DEFAULT_INSN_LIMIT,
             time_limit: float = DEFAULT_TIME_LIMIT, tag: str | Sequence[str] = "") -> MachineRun:
@@ -729,17 +726,29 @@ class Machine:
         if not (isinstance(crash, UcError) and crash.errno in _ACCESS_ERRORS):
             return None
         rip = self.uc.reg_read(UC_X86_REG_RIP)
-        slow = self._probes.get(rip)
+        probes, accesses = self._resume_tables()
+        slow = probes.get(rip)
         if slow is None and crash.errno not in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
             # The checked access itself faulted: a wild address whose shadow address is mapped
             # memory reading zero passed the fast path. Its slow path runs once, so `__asan_*`
             # reports it as in outline mode; the access then faults again, for real.
-            at = bisect.bisect_right(self._accesses, (rip, MASK64, MASK64)) - 1
-            if at >= 0 and rip < self._accesses[at][1] and self._accesses[at][2] != self._last_slow:
-                slow = self._accesses[at][2]
+            at = bisect.bisect_right(accesses, (rip, MASK64, MASK64)) - 1
+            if at >= 0 and rip < accesses[at][1] and accesses[at][2] != self._last_slow:
+                slow = accesses[at][2]
         if slow is not None:
             self._last_slow = slow
         return slow
+
+    def _resume_tables(self) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
+        """Where a fault inside an inline KASAN site resumes; built only once an image faults."""
+        if self._resume is None:
+            image = self._loaded
+            sites = [s for s in image.check_sites if s.slow_offset is not None]
+            probes = {image.base + p: image.base + s.slow_offset for s in sites for p in s.probe_offsets}
+            accesses = sorted((image.base + s.access_offset, image.base + image.insn_offsets[s.insn + 1],
+                               image.base + s.slow_offset) for s in sites if s.access_offset is not None)
+            self._resume = (probes, accesses)
+        return self._resume
 
     def _zero_shadow_for(self, crash) -> bool:
         """After a read fault: if it was a KASAN check reading shadow the emulator does not map
